@@ -1,0 +1,3 @@
+from casfs.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,239 @@
+"""The `casfs` command. Bad input gets one line on stderr and a non-zero exit, never a
+traceback (unless --debug)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+import time
+from pathlib import Path
+from typing import NoReturn
+
+import trio
+
+from casfs import __version__, config, mount
+from casfs import cid as cidmod
+from casfs.dag import Dag
+from casfs.errors import BadName, BlockNotFound, CasfsError, QuietError
+from casfs.fetcher import BlockFetcher
+from casfs.importer import Importer, total_bytes
+from casfs.reader import Reader
+from casfs.store import Store
+from casfs.tree import Tree
+from casfs.unixfs import Kind
+
+log = logging.getLogger("casfs")
+
+
+class Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        raise QuietError(f"{self.prog}: {message}", exitcode=2)
+
+
+def _nonneg(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be ≥ 0: {text}")
+    return value
+
+
+def build_parser() -> Parser:
+    p = Parser(prog="casfs", description="A content-addressed filesystem; names are IPFS CIDs.")
+    p.add_argument("--home", type=Path, help="state directory (default $CASFS_HOME or "
+                   "~/.local/share/casfs)")
+    p.add_argument("--config", type=Path, help="config file (default HOME/config.toml)")
+    p.add_argument("--debug", action="store_true", help="debug logging, tracebacks on errors")
+    p.add_argument("--version", action="version", version=f"casfs {__version__}")
+    sub = p.add_subparsers(dest="command", required=True, parser_class=Parser)
+
+    a = sub.add_parser("add", help="store files or directories, print their CIDs")
+    a.add_argument("paths", nargs="+", type=Path)
+    a.add_argument("-q", "--quiet", action="store_true", help="print only the CIDs")
+    a.add_argument("-H", "--hidden", action="store_true",
+                   help="include dot-files in directories (ipfs add skips them too)")
+
+    c = sub.add_parser("cat", help="write content to stdout")
+    c.add_argument("name", help="CID, sha256 of the content, or CID/path/in/directory")
+    c.add_argument("--offset", type=_nonneg, default=0)
+    c.add_argument("--length", type=_nonneg, default=None)
+
+    m = sub.add_parser("mount", help="mount the store; returns once the mount is ready")
+    m.add_argument("mountpoint", type=Path)
+    m.add_argument("-f", "--foreground", action="store_true", help="stay attached")
+    m.add_argument("--notify-fd", type=int, help=argparse.SUPPRESS)
+
+    u = sub.add_parser("umount", help="unmount")
+    u.add_argument("mountpoint", type=Path)
+
+    v = sub.add_parser("verify", help="re-hash every block; report bad ones")
+    v.add_argument("--repair", action="store_true", help="drop bad blocks")
+
+    s = sub.add_parser("status", help="what the store holds")
+    s.add_argument("--json", action="store_true")
+
+    sub.add_parser("config", help="print the effective configuration")
+    return p
+
+
+class _Progress:
+    """A one-line progress bar on stderr, only when stderr is a terminal."""
+
+    def __init__(self, total: int) -> None:
+        self.total = max(total, 1)
+        self.done = 0
+        self.last = 0.0
+        self.on = sys.stderr.isatty() and total > (8 << 20)
+
+    def __call__(self, n: int) -> None:
+        self.done += n
+        now = time.monotonic()
+        if self.on and now - self.last > 0.1:
+            self.last = now
+            frac = min(self.done / self.total, 1.0)
+            bar = "#" * int(frac * 30)
+            sys.stderr.write(f"\r[{bar:<30}] {frac:6.1%} {self.done >> 20} MiB")
+            sys.stderr.flush()
+
+    def close(self) -> None:
+        if self.on:
+            sys.stderr.write("\r" + " " * 60 + "\r")
+
+
+def cmd_add(cfg: config.Config, args: argparse.Namespace) -> int:
+    for path in args.paths:
+        if not path.exists() and not path.is_symlink():
+            raise QuietError(f"{path}: no such file or directory")
+    progress = _Progress(total_bytes(args.paths, args.hidden))
+    with Store.open(cfg.home) as store:
+        importer = Importer(store, hidden=args.hidden, progress=progress)
+        try:
+            for path in args.paths:
+                added = importer.add(path)
+                progress.close()
+                text = cidmod.to_str(added.cid)
+                print(text if args.quiet else f"added {text} {path}", flush=True)
+        except OSError as exc:
+            progress.close()
+            raise QuietError(f"{exc.filename or ''}: {exc.strerror or exc}") from None
+    return 0
+
+
+async def _cat(store: Store, name: str, offset: int, length: int | None) -> None:
+    fetcher = BlockFetcher(store)
+    dag = Dag(fetcher)
+    reader = Reader(dag, fetcher)
+    tree = Tree(store, dag, reader)
+    first, *rest = name.strip("/").split("/")
+    cid = await tree.resolve_root_name(first)
+    for part in rest:
+        cid = await tree.child(cid, part)
+    st = await tree.stat(cid)
+    if st.kind != Kind.FILE:
+        raise QuietError(f"{name} is a {st.kind.name.lower()}, not a file")
+    end = st.size if length is None else min(st.size, offset + length)
+    out = sys.stdout.buffer
+    for off in range(offset, end, 1 << 20):
+        out.write(await reader.read(cid, off, min(1 << 20, end - off)))
+    out.flush()
+
+
+def cmd_cat(cfg: config.Config, args: argparse.Namespace) -> int:
+    with Store.open(cfg.home) as store:
+        try:
+            trio.run(_cat, store, args.name, args.offset, args.length)
+        except BadName:
+            raise QuietError(f"{args.name}: not a CID or sha256") from None
+        except BlockNotFound as exc:
+            raise QuietError(f"{args.name}: not found ({exc})") from None
+        except BrokenPipeError:
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    return 0
+
+
+def cmd_mount(cfg: config.Config, args: argparse.Namespace, global_args: list[str]) -> int:
+    mountpoint = args.mountpoint.absolute()
+    if args.foreground:
+        if args.notify_fd is None:
+            mount.check_mountpoint(mountpoint)
+        mount.run_foreground(cfg, mountpoint, args.notify_fd)
+        return 0
+    mount.check_mountpoint(mountpoint)
+    mount.spawn(cfg, mountpoint, global_args)
+    return 0
+
+
+def cmd_verify(cfg: config.Config, args: argparse.Namespace) -> int:
+    from casfs.verify import verify
+
+    with Store.open(cfg.home) as store:
+        report = verify(store, repair=args.repair)
+    for path in report.bad:
+        print(f"bad block: {path}{' (dropped)' if args.repair else ''}")
+    for root in report.incomplete:
+        print(f"incomplete: {root}")
+    print(f"{report.blocks} blocks checked, {len(report.bad)} bad, "
+          f"{len(report.incomplete)} incomplete roots")
+    return 0 if report.clean or (args.repair and not report.incomplete) else 1
+
+
+def cmd_status(cfg: config.Config, args: argparse.Namespace) -> int:
+    with Store.open(cfg.home) as store:
+        facts = {"home": str(cfg.home), **store.index.counts()}
+    pid = None
+    try:
+        pid = int(cfg.pid_file.read_text())
+        os.kill(pid, 0)
+    except (OSError, ValueError):
+        pid = None
+    facts["mount_pid"] = pid
+    if args.json:
+        print(json.dumps(facts))
+    else:
+        for key, value in facts.items():
+            print(f"{key:12} {value}")
+    return 0
+
+
+def cmd_config(cfg: config.Config, args: argparse.Namespace) -> int:
+    for key, value in vars(cfg).items():
+        print(f"{key} = {value}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    debug = "--debug" in argv
+    try:
+        args = build_parser().parse_args(argv)
+        logging.basicConfig(level=logging.DEBUG if args.debug else logging.INFO,
+                            format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+        cfg = config.load(args.home, args.config)
+        global_args = [a for a in ("--debug",) if getattr(args, a[2:])]
+        if args.config:
+            global_args += ["--config", str(args.config)]
+        handlers = {"add": cmd_add, "cat": cmd_cat, "verify": cmd_verify,
+                    "status": cmd_status, "config": cmd_config}
+        if args.command == "mount":
+            return cmd_mount(cfg, args, global_args)
+        if args.command == "umount":
+            mount.umount(cfg, args.mountpoint.absolute())
+            return 0
+        return handlers[args.command](cfg, args)
+    except QuietError as exc:
+        msg = str(exc)
+        print(msg if msg.startswith("casfs") else f"casfs: {msg}", file=sys.stderr)
+        return exc.exitcode
+    except KeyboardInterrupt:
+        print("casfs: interrupted", file=sys.stderr)
+        return 130
+    except (CasfsError, OSError) as exc:
+        if debug:
+            raise
+        print(f"casfs: {exc}", file=sys.stderr)
+        return 1

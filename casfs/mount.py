@@ -1,0 +1,203 @@
+"""Mounting: checks with clear errors, start-up and teardown in one AsyncExitStack, signals.
+
+`casfs mount` starts `casfs mount --foreground` in a new session and returns once the child
+reports the mount ready (or relays its one-line error).
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from contextlib import AsyncExitStack
+from pathlib import Path
+
+import pyfuse3
+import trio
+
+from casfs.config import Config
+from casfs.dag import Dag
+from casfs.errors import QuietError
+from casfs.fetcher import BlockFetcher
+from casfs.fs import Operations
+from casfs.reader import Reader
+from casfs.store import Store
+from casfs.tree import Tree
+
+log = logging.getLogger(__name__)
+READY_TIMEOUT = 30.0
+
+
+def check_mountpoint(mountpoint: Path) -> None:
+    try:
+        st = os.stat(mountpoint)
+    except FileNotFoundError:
+        raise QuietError(f"mountpoint {mountpoint} does not exist") from None
+    except OSError as exc:
+        if exc.errno == errno.ENOTCONN:
+            raise QuietError(f"{mountpoint} is a stale mount (transport endpoint is not "
+                             f"connected): run 'fusermount3 -u {mountpoint}' first") from None
+        raise QuietError(f"mountpoint {mountpoint}: {exc.strerror}") from None
+    if not os.path.isdir(mountpoint):
+        raise QuietError(f"mountpoint {mountpoint} is not a directory")
+    if os.path.ismount(mountpoint):
+        raise QuietError(f"{mountpoint} is already a mount point")
+    del st
+    if not os.path.exists("/dev/fuse"):
+        raise QuietError("/dev/fuse is missing: load the fuse module (modprobe fuse)")
+    if shutil.which("fusermount3") is None and os.getuid() != 0:
+        raise QuietError("fusermount3 not found: install the fuse3 package")
+
+
+def _device_of(mountpoint: Path) -> str | None:
+    """major:minor of the mount at mountpoint, from mountinfo.
+
+    Inside the mount process nothing may stat the mountpoint (realpath, ismount): the kernel
+    would ask this very process, which is not serving yet, and both would wait forever.
+    """
+    target = os.path.abspath(mountpoint)
+    dev = None
+    with open("/proc/self/mountinfo") as f:
+        for line in f:  # the last entry for a path is the one on top
+            parts = line.split()
+            if len(parts) > 4 and parts[4] == target:
+                dev = parts[2]
+    return dev
+
+
+def set_read_ahead(mountpoint: Path, kb: int) -> None:
+    """Bigger readahead makes the kernel send bigger read requests (FACTS.md: 1 MiB ≈ 1.85×)."""
+    dev = _device_of(mountpoint)
+    if dev is None or kb <= 0:
+        return
+    try:
+        Path(f"/sys/class/bdi/{dev}/read_ahead_kb").write_text(f"{kb}\n")
+    except OSError as exc:  # needs root; the mount works without it, only slower
+        log.info("could not set read_ahead_kb for %s: %s", mountpoint, exc.strerror)
+
+
+def fuse_options() -> set[str]:
+    # No default_permissions: the kernel would answer writes with EACCES before asking us, and
+    # a read-only content store should say EROFS. No "ro" either: setxattr must reach us (pins).
+    return {"fsname=casfs", "subtype=casfs"}
+
+
+async def _watch_signals(on_signal: Callable[[], None]) -> None:
+    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM, signal.SIGHUP) as signals:
+        async for signum in signals:
+            log.info("got signal %d, unmounting", signum)
+            on_signal()
+            return
+
+
+async def serve(cfg: Config, mountpoint: Path, ready: Callable[[], None]) -> None:
+    """Mount and serve until unmounted or signalled."""
+    async with AsyncExitStack() as stack:
+        store = stack.enter_context(Store.open(cfg.home))
+        fetcher = BlockFetcher(store)
+        dag = Dag(fetcher, cfg.max_cached_nodes)
+        reader = Reader(dag, fetcher)
+        ops = Operations(Tree(store, dag, reader), reader)
+        try:
+            pyfuse3.init(ops, str(mountpoint), fuse_options())
+        except RuntimeError as exc:
+            raise QuietError(f"could not mount {mountpoint}: {exc}") from None
+        unmounted = False
+
+        def close() -> None:
+            pyfuse3.close(unmount=not unmounted)
+
+        stack.callback(close)
+        set_read_ahead(mountpoint, cfg.read_ahead_kb)
+        cfg.pid_file.write_text(f"{os.getpid()}\n")
+        stack.callback(lambda: cfg.pid_file.unlink(missing_ok=True))
+        log.info("mounted %s on %s", cfg.home, mountpoint)
+        ready()
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(_watch_signals, pyfuse3.terminate)
+            await pyfuse3.main(min_tasks=1, max_tasks=cfg.max_tasks)
+            # main() also returns when someone ran fusermount3 -u; then nothing is mounted.
+            unmounted = _device_of(mountpoint) is None
+            nursery.cancel_scope.cancel()
+        log.info("unmounted %s", mountpoint)
+
+
+def run_foreground(cfg: Config, mountpoint: Path, notify_fd: int | None) -> None:
+    def ready() -> None:
+        if notify_fd is not None:
+            os.write(notify_fd, b"ready\n")
+            os.close(notify_fd)
+
+    try:
+        trio.run(serve, cfg, mountpoint, ready)
+    except QuietError as exc:
+        if notify_fd is not None:
+            os.write(notify_fd, f"error: {exc}\n".encode())
+        raise
+
+
+def spawn(cfg: Config, mountpoint: Path, extra_args: list[str]) -> int:
+    """Start the mount in the background; return its PID once it is ready."""
+    rfd, wfd = os.pipe()
+    cmd = [sys.executable, "-m", "casfs", "--home", str(cfg.home), *extra_args,
+           "mount", "--foreground", "--notify-fd", str(wfd), str(mountpoint)]
+    cfg.home.mkdir(parents=True, exist_ok=True)
+    with open(cfg.log_file, "ab") as logf:
+        proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=logf, stderr=logf,
+                                pass_fds=(wfd,), start_new_session=True)
+    os.close(wfd)
+    with os.fdopen(rfd, "rb") as pipe:
+        msg = _read_line(pipe, READY_TIMEOUT)
+    if msg == "ready":
+        return proc.pid
+    if proc.poll() is None:
+        proc.terminate()
+    if msg.startswith("error: "):
+        raise QuietError(msg[len("error: "):])
+    raise QuietError(f"the mount process exited before the mount was ready; see {cfg.log_file}")
+
+
+def _read_line(pipe: object, timeout: float) -> str:
+    import select
+
+    fd = pipe.fileno()  # type: ignore[attr-defined]
+    data = b""
+    deadline = time.monotonic() + timeout
+    while b"\n" not in data:
+        left = deadline - time.monotonic()
+        if left <= 0 or not select.select([fd], [], [], left)[0]:
+            return "error: the mount did not become ready in time"
+        chunk = os.read(fd, 4096)
+        if not chunk:
+            break
+        data += chunk
+    return data.decode(errors="replace").strip()
+
+
+def umount(cfg: Config, mountpoint: Path, timeout: float = 10.0) -> None:
+    if not os.path.ismount(mountpoint):
+        raise QuietError(f"{mountpoint} is not mounted")
+    tool = "fusermount3" if shutil.which("fusermount3") else "umount"
+    args = [tool, "-u", str(mountpoint)] if tool == "fusermount3" else [tool, str(mountpoint)]
+    res = subprocess.run(args, capture_output=True, text=True)
+    if res.returncode != 0:
+        raise QuietError(res.stderr.strip().splitlines()[-1] if res.stderr.strip()
+                         else f"{tool} failed")
+    # Wait for the mount process to finish its teardown, so the store is closed cleanly.
+    try:
+        pid = int(cfg.pid_file.read_text())
+    except (OSError, ValueError):
+        return
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return
+        time.sleep(0.02)

@@ -1,0 +1,149 @@
+"""The local content-addressed store: block files plus the SQLite index.
+
+Block files are named by multihash (as kubo's flatfs does), so a raw and a dag-pb CID of the
+same bytes share one file. Writes go to a temp file and are renamed into place; `sync()` makes
+them durable with one syncfs() before the index commit that reports them stored, instead of one
+fsync per block.
+"""
+
+from __future__ import annotations
+
+import base64
+import ctypes
+import logging
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from casfs import cid as cidmod
+from casfs.errors import BlockCorrupt, BlockNotFound
+from casfs.store import blockfile
+from casfs.store.db import Index
+
+log = logging.getLogger(__name__)
+_libc = ctypes.CDLL(None, use_errno=True)
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+class Store:
+    def __init__(self, home: Path) -> None:
+        self.home = home
+        self.blocks_dir = home / "blocks"
+        self.tmp_dir = home / "tmp"
+        for d in (home, self.blocks_dir, self.tmp_dir):
+            d.mkdir(parents=True, exist_ok=True)
+        self.index = Index(home / "index.sqlite")
+        self._tmp_seq = 0
+        self._pending: list[tuple[bytes, int, str]] = []
+        self._clean_tmp()
+
+    @classmethod
+    @contextmanager
+    def open(cls, home: Path) -> Iterator[Store]:
+        store = cls(home)
+        try:
+            yield store
+        finally:
+            store.close()
+
+    def close(self) -> None:
+        if self._pending:
+            self.sync()
+        self.index.close()
+
+    def _clean_tmp(self) -> None:
+        """Drop temp files of writers that died (a kill -9 mid-add leaves them)."""
+        for entry in os.scandir(self.tmp_dir):
+            pid = entry.name.split("-")[0]
+            if pid.isdigit() and not _pid_alive(int(pid)):
+                os.unlink(entry.path)
+
+    def path(self, cid: bytes) -> str:
+        name = base64.b32encode(cidmod.multihash_of(cid)).decode().rstrip("=").lower()
+        return f"{self.blocks_dir}/{name[-3:-1]}/{name}"
+
+    def has(self, cid: bytes) -> bool:
+        return os.path.exists(self.path(cid))
+
+    def open_block(self, cid: bytes) -> int:
+        """An fd for the block file; raises BlockNotFound."""
+        try:
+            return os.open(self.path(cid), os.O_RDONLY | os.O_CLOEXEC)
+        except FileNotFoundError:
+            raise BlockNotFound(cidmod.to_str(cid)) from None
+
+    def get(self, cid: bytes) -> bytes:
+        inline = cidmod.identity_data(cid)
+        if inline is not None:
+            return inline
+        fd = self.open_block(cid)
+        try:
+            return blockfile.read_all(fd)
+        except BlockCorrupt:
+            log.error("block %s is damaged on disk", cidmod.to_str(cid))
+            raise
+        finally:
+            os.close(fd)
+
+    def put(self, cid: bytes, data: bytes | memoryview, source: str = "local") -> bool:
+        """Store a block whose hash the caller has verified; False if it was already there."""
+        final = self.path(cid)
+        if os.path.exists(final):
+            return False
+        self._tmp_seq += 1
+        tmp = f"{self.tmp_dir}/{os.getpid()}-{self._tmp_seq}"
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o444)
+        try:
+            os.writev(fd, [blockfile.encode_header(data), data])
+        finally:
+            os.close(fd)
+        try:
+            os.rename(tmp, final)
+        except FileNotFoundError:
+            os.makedirs(os.path.dirname(final), exist_ok=True)
+            os.rename(tmp, final)
+        self._pending.append((cidmod.multihash_of(cid), len(data), source))
+        return True
+
+    def sync(self) -> None:
+        """Make every block written so far durable, then record them in the index."""
+        fd = os.open(self.blocks_dir, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            if _libc.syncfs(fd) != 0:
+                err = ctypes.get_errno()
+                raise OSError(err, os.strerror(err))
+        finally:
+            os.close(fd)
+        if self._pending:
+            self.index.record_blocks(self._pending)
+            self._pending = []
+
+    def drop(self, cid: bytes) -> None:
+        try:
+            os.unlink(self.path(cid))
+        except FileNotFoundError:
+            pass
+        self.index.forget_block(cidmod.multihash_of(cid))
+
+    def iter_block_files(self) -> Iterator[tuple[str, bytes]]:
+        """(path, multihash) of every block file, for verify."""
+        for shard in sorted(os.scandir(self.blocks_dir), key=lambda e: e.name):
+            if not shard.is_dir():
+                continue
+            for entry in sorted(os.scandir(shard.path), key=lambda e: e.name):
+                body = entry.name.upper()
+                try:
+                    mh = base64.b32decode(body + "=" * (-len(body) % 8))
+                except ValueError:
+                    continue
+                yield entry.path, mh
