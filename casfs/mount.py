@@ -34,21 +34,29 @@ log = logging.getLogger(__name__)
 READY_TIMEOUT = 30.0
 
 
+def _stale(mountpoint: Path) -> QuietError:
+    return QuietError(f"{mountpoint} is a stale mount (transport endpoint is not connected): "
+                      f"run 'fusermount3 -u {mountpoint}' first")
+
+
 def check_mountpoint(mountpoint: Path) -> None:
     try:
-        st = os.stat(mountpoint)
+        os.stat(mountpoint)
     except FileNotFoundError:
         raise QuietError(f"mountpoint {mountpoint} does not exist") from None
     except OSError as exc:
         if exc.errno == errno.ENOTCONN:
-            raise QuietError(f"{mountpoint} is a stale mount (transport endpoint is not "
-                             f"connected): run 'fusermount3 -u {mountpoint}' first") from None
+            raise _stale(mountpoint) from None
         raise QuietError(f"mountpoint {mountpoint}: {exc.strerror}") from None
     if not os.path.isdir(mountpoint):
         raise QuietError(f"mountpoint {mountpoint} is not a directory")
     if os.path.ismount(mountpoint):
+        try:  # stat may be answered from the kernel's cache; opening the directory is not
+            os.listdir(mountpoint)
+        except OSError as exc:
+            if exc.errno == errno.ENOTCONN:
+                raise _stale(mountpoint) from None
         raise QuietError(f"{mountpoint} is already a mount point")
-    del st
     if not os.path.exists("/dev/fuse"):
         raise QuietError("/dev/fuse is missing: load the fuse module (modprobe fuse)")
     if shutil.which("fusermount3") is None and os.getuid() != 0:

@@ -8,6 +8,7 @@ with_ipfs=0
 [[ "${1:-}" == "--ipfs" ]] && with_ipfs=1
 
 debs=(fuse3 libfuse3-dev pkg-config attr gcc libgmp-dev fio)
+command -v npm >/dev/null || debs+=(nodejs npm)
 missing=()
 for p in "${debs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
