@@ -9,6 +9,7 @@ import logging
 import os
 import sys
 import time
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import NoReturn
 
@@ -16,13 +17,10 @@ import trio
 
 from casfs import __version__, config, mount
 from casfs import cid as cidmod
-from casfs.dag import Dag
-from casfs.errors import BadName, BlockNotFound, CasfsError, QuietError
-from casfs.fetcher import BlockFetcher
+from casfs.errors import BadName, BlockNotFound, CasfsError, DeadlineExceeded, QuietError
 from casfs.importer import Importer, total_bytes
-from casfs.reader import Reader
+from casfs.services import open_node
 from casfs.store import Store
-from casfs.tree import Tree
 from casfs.unixfs import Kind
 
 log = logging.getLogger("casfs")
@@ -67,6 +65,10 @@ def build_parser() -> Parser:
     m.add_argument("mountpoint", type=Path)
     m.add_argument("-f", "--foreground", action="store_true", help="stay attached")
     m.add_argument("--notify-fd", type=int, help=argparse.SUPPRESS)
+    m.add_argument("--ipfs-api", help="IPFS node RPC API multiaddr, e.g. "
+                   "/ip4/127.0.0.1/tcp/5001/http ('' turns the link off)")
+    m.add_argument("--gateway", help="IPFS gateway URL, e.g. http://127.0.0.1:8080")
+    m.add_argument("--deadline", type=float, help="seconds a read waits for sources")
 
     u = sub.add_parser("umount", help="unmount")
     u.add_argument("mountpoint", type=Path)
@@ -124,33 +126,50 @@ def cmd_add(cfg: config.Config, args: argparse.Namespace) -> int:
     return 0
 
 
-async def _cat(store: Store, name: str, offset: int, length: int | None) -> None:
-    fetcher = BlockFetcher(store)
-    dag = Dag(fetcher)
-    reader = Reader(dag, fetcher)
-    tree = Tree(store, dag, reader)
-    first, *rest = name.strip("/").split("/")
-    cid = await tree.resolve_root_name(first)
-    for part in rest:
-        cid = await tree.child(cid, part)
-    st = await tree.stat(cid)
-    if st.kind != Kind.FILE:
-        raise QuietError(f"{name} is a {st.kind.name.lower()}, not a file")
-    end = st.size if length is None else min(st.size, offset + length)
-    out = sys.stdout.buffer
-    for off in range(offset, end, 1 << 20):
-        out.write(await reader.read(cid, off, min(1 << 20, end - off)))
-    out.flush()
+async def _cat(cfg: config.Config, store: Store, name: str, offset: int, length: int | None
+               ) -> None:
+    async with trio.open_nursery() as nursery, open_node(cfg, store, nursery) as node:
+        tree, reader = node.tree, node.reader
+        first, *rest = name.strip("/").split("/")
+        cid = await tree.resolve_root_name(first)
+        for part in rest:
+            cid = await tree.child(cid, part)
+        st = await tree.stat(cid)
+        if st.kind != Kind.FILE:
+            raise QuietError(f"{name} is a {st.kind.name.lower()}, not a file")
+        end = st.size if length is None else min(st.size, offset + length)
+        out = sys.stdout.buffer
+        for off in range(offset, end, 1 << 20):
+            out.write(await reader.read(cid, off, min(1 << 20, end - off), st.size))
+        out.flush()
+        nursery.cancel_scope.cancel()
+
+
+def _run(fn: Callable[..., Awaitable[object]], *args: object) -> None:
+    """trio.run, re-raising the first real error out of an exception group (one line out)."""
+    try:
+        trio.run(fn, *args)
+    except BaseExceptionGroup as group:
+        leaves = [e for e in _leaves(group) if not isinstance(e, trio.Cancelled)]
+        raise (leaves[0] if leaves else group) from None
+
+
+def _leaves(exc: BaseException) -> list[BaseException]:
+    if isinstance(exc, BaseExceptionGroup):
+        return [leaf for e in exc.exceptions for leaf in _leaves(e)]
+    return [exc]
 
 
 def cmd_cat(cfg: config.Config, args: argparse.Namespace) -> int:
     with Store.open(cfg.home) as store:
         try:
-            trio.run(_cat, store, args.name, args.offset, args.length)
+            _run(_cat, cfg, store, args.name, args.offset, args.length)
         except BadName:
             raise QuietError(f"{args.name}: not a CID or sha256") from None
         except BlockNotFound as exc:
             raise QuietError(f"{args.name}: not found ({exc})") from None
+        except DeadlineExceeded as exc:
+            raise QuietError(f"{args.name}: could not be fetched in time ({exc})") from None
         except BrokenPipeError:
             os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
     return 0
@@ -164,7 +183,12 @@ def cmd_mount(cfg: config.Config, args: argparse.Namespace, global_args: list[st
         mount.run_foreground(cfg, mountpoint, args.notify_fd)
         return 0
     mount.check_mountpoint(mountpoint)
-    mount.spawn(cfg, mountpoint, global_args)
+    mount_args: list[str] = []
+    for flag, value in (("--ipfs-api", args.ipfs_api), ("--gateway", args.gateway),
+                        ("--deadline", args.deadline)):
+        if value is not None:
+            mount_args += [flag, str(value)]
+    mount.spawn(cfg, mountpoint, global_args, mount_args)
     return 0
 
 
@@ -192,11 +216,24 @@ def cmd_status(cfg: config.Config, args: argparse.Namespace) -> int:
     except (OSError, ValueError):
         pid = None
     facts["mount_pid"] = pid
+    sources: dict[str, dict[str, object]] = {}
+    if pid is not None:
+        try:
+            sources = json.loads(cfg.status_file.read_text()).get("sources", {})
+        except (OSError, ValueError):
+            pass
+    facts["sources"] = sources
     if args.json:
         print(json.dumps(facts))
-    else:
-        for key, value in facts.items():
+        return 0
+    for key, value in facts.items():
+        if key != "sources":
             print(f"{key:12} {value}")
+    if sources:
+        print(f"{'source':40} {'hits':>7} {'bytes':>12} {'fails':>6} {'corrupt':>7} {'ms':>8}")
+        for name, st in sources.items():
+            print(f"{name:40} {st['hits']:>7} {st['bytes']:>12} {st['failures']:>6} "
+                  f"{st['corrupt']:>7} {st['mean_latency_ms']:>8}{'  DOWN' if st['down'] else ''}")
     return 0
 
 
@@ -213,7 +250,10 @@ def main(argv: list[str] | None = None) -> int:
         args = build_parser().parse_args(argv)
         logging.basicConfig(level=logging.DEBUG if args.debug else logging.INFO,
                             format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-        cfg = config.load(args.home, args.config)
+        cfg = config.load(args.home, args.config,
+                          ipfs_api=getattr(args, "ipfs_api", None),
+                          gateway_url=getattr(args, "gateway", None),
+                          deadline=getattr(args, "deadline", None))
         global_args = [a for a in ("--debug",) if getattr(args, a[2:])]
         if args.config:
             global_args += ["--config", str(args.config)]

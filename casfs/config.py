@@ -32,6 +32,19 @@ class Config:
     log_level: str = "INFO"
     # pyfuse3 worker tasks: more lets slow fetches overlap with local reads.
     max_tasks: int = 64
+    # The discovery chain: which kinds of source, in which order, and how long a read waits.
+    chain_order: tuple[str, ...] = ("peer", "ipfs", "gateway")
+    deadline: float = 30.0
+    # Blocks fetched ahead of a sequential reader.
+    readahead_bytes: int = 8 << 20
+    # IPFS node RPC API (kubo's, e.g. /ip4/127.0.0.1/tcp/5001/http); empty: no IPFS link.
+    ipfs_api: str = ""
+    ipfs_timeout: float = 10.0
+    ipfs_retry_after: float = 2.0
+    # IPFS HTTP gateway (e.g. http://127.0.0.1:8080); empty: no gateway link.
+    gateway_url: str = ""
+    gateway_timeout: float = 10.0
+    gateway_retry_after: float = 2.0
 
     @property
     def log_file(self) -> Path:
@@ -41,13 +54,33 @@ class Config:
     def pid_file(self) -> Path:
         return self.home / "mount.pid"
 
+    @property
+    def status_file(self) -> Path:
+        return self.home / "status.json"
 
-_SECTIONS = {"mount": ("read_ahead_kb", "max_tasks"), "cache": ("max_cached_nodes",),
-             "log": ("log_level",)}
+
+# TOML section.key -> Config field
+_KEYS = {
+    "mount": {"read_ahead_kb": "read_ahead_kb", "max_tasks": "max_tasks",
+              "readahead_bytes": "readahead_bytes"},
+    "cache": {"max_cached_nodes": "max_cached_nodes"},
+    "log": {"level": "log_level"},
+    "chain": {"order": "chain_order", "deadline": "deadline"},
+    "ipfs": {"api": "ipfs_api", "timeout": "ipfs_timeout", "retry_after": "ipfs_retry_after"},
+    "gateway": {"url": "gateway_url", "timeout": "gateway_timeout",
+                "retry_after": "gateway_retry_after"},
+}
+KINDS = ("peer", "ipfs", "gateway")
 
 
 def _check(name: str, value: Any, default: Any) -> Any:
-    if type(value) is not type(default) or (isinstance(value, int) and value < 0):
+    if isinstance(default, tuple):
+        if not isinstance(value, list) or any(v not in KINDS for v in value):
+            raise QuietError(f"config: {name} must be a list drawn from {list(KINDS)}")
+        return tuple(value)
+    if isinstance(default, float) and isinstance(value, int) and not isinstance(value, bool):
+        value = float(value)
+    if type(value) is not type(default) or (isinstance(value, int | float) and value < 0):
         raise QuietError(f"config: {name} must be a {type(default).__name__} ≥ 0, got {value!r}")
     return value
 
@@ -64,12 +97,13 @@ def load(home: Path | None = None, path: Path | None = None, **overrides: Any) -
             raise QuietError(f"config {path}: {exc}") from None
         defaults = {f.name: getattr(cfg, f.name) for f in fields(cfg)}
         for section, table in doc.items():
-            allowed = _SECTIONS.get(section)
+            allowed = _KEYS.get(section)
             if allowed is None or not isinstance(table, dict):
                 raise QuietError(f"config {path}: unknown section [{section}]")
             for key, value in table.items():
                 if key not in allowed:
                     raise QuietError(f"config {path}: unknown key {section}.{key}")
-                values[key] = _check(f"{section}.{key}", value, defaults[key])
+                name = allowed[key]
+                values[name] = _check(f"{section}.{key}", value, defaults[name])
     values.update({k: v for k, v in overrides.items() if v is not None})
     return replace(cfg, **values)

@@ -44,8 +44,12 @@ def _errno(exc: BaseException) -> int | None:
 
 
 @asynccontextmanager
-async def translated(what: str, missing: int = errno.ENOENT) -> AsyncIterator[None]:
-    """Turn casfs errors into FUSEError; `missing` is the errno for content not found."""
+async def translated(what: str, missing: int = errno.ENOENT, unreachable: int = errno.EIO
+                     ) -> AsyncIterator[None]:
+    """Turn casfs errors into FUSEError.
+
+    `missing`: the errno for content no source has; `unreachable`: for content that could not
+    be fetched by the deadline (a lookup says ENOENT for both, a read EIO)."""
     try:
         yield
     except pyfuse3.FUSEError:
@@ -57,9 +61,17 @@ async def translated(what: str, missing: int = errno.ENOENT) -> AsyncIterator[No
             code = errno.EIO
         elif code == errno.ENOENT:
             code = missing
+        elif code == errno.EIO and _is_unreachable(exc):
+            code = unreachable
         if code == errno.EIO:
             log.warning("%s: %s", what, exc)
         raise pyfuse3.FUSEError(code) from None
+
+
+def _is_unreachable(exc: BaseException) -> bool:
+    if isinstance(exc, BaseExceptionGroup):
+        return all(_is_unreachable(e) for e in exc.exceptions)
+    return isinstance(exc, DeadlineExceeded | SourceUnavailable)
 
 
 class Operations(pyfuse3.Operations):
@@ -84,7 +96,7 @@ class Operations(pyfuse3.Operations):
     async def lookup(self, parent_inode: int, name: bytes, ctx: pyfuse3.RequestContext
                      ) -> pyfuse3.EntryAttributes:
         text = os.fsdecode(name)
-        async with translated(f"lookup {text}"):
+        async with translated(f"lookup {text}", unreachable=errno.ENOENT):
             if parent_inode == ROOT:
                 cid = await self.tree.resolve_root_name(text)
             else:
@@ -146,7 +158,7 @@ class Operations(pyfuse3.Operations):
         node = self._inode(fh)
         size = min(size, node.size - off)
         async with translated(f"read {cidmod.to_str(node.cid)}@{off}", missing=errno.EIO):
-            return await self.reader.read(node.cid, off, size)
+            return await self.reader.read(node.cid, off, size, node.size)
 
     async def release(self, fh: int) -> None:
         pass
@@ -188,6 +200,9 @@ class Operations(pyfuse3.Operations):
             return str(node.size).encode()
         if key == "type":
             return node.kind.name.lower().encode()
+        if key == "source":
+            async with translated("source", missing=errno.EIO):
+                return (await self.tree.sources(node.cid, node.size)).encode()
         if key == "sha256" and node.kind == Kind.FILE:
             async with translated("sha256", missing=errno.EIO):
                 return (await self.tree.sha256(node.cid, node.size)).hex().encode()
@@ -196,7 +211,7 @@ class Operations(pyfuse3.Operations):
     async def listxattr(self, inode: int, ctx: pyfuse3.RequestContext) -> list[bytes]:
         if inode == ROOT:
             return []
-        names = ["cid", "size", "type"]
+        names = ["cid", "size", "type", "source"]
         if self._inode(inode).kind == Kind.FILE:
             names.append("sha256")
         return [(XATTR_PREFIX + n).encode() for n in names]

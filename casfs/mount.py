@@ -22,13 +22,10 @@ import pyfuse3
 import trio
 
 from casfs.config import Config
-from casfs.dag import Dag
 from casfs.errors import QuietError
-from casfs.fetcher import BlockFetcher
 from casfs.fs import Operations
-from casfs.reader import Reader
+from casfs.services import housekeeping, open_node, sync_store, write_status
 from casfs.store import Store
-from casfs.tree import Tree
 
 log = logging.getLogger(__name__)
 READY_TIMEOUT = 30.0
@@ -105,13 +102,14 @@ async def _watch_signals(on_signal: Callable[[], None]) -> None:
 
 
 async def serve(cfg: Config, mountpoint: Path, ready: Callable[[], None]) -> None:
-    """Mount and serve until unmounted or signalled."""
+    """Mount and serve until unmounted or signalled. Teardown runs in reverse order."""
     async with AsyncExitStack() as stack:
         store = stack.enter_context(Store.open(cfg.home))
-        fetcher = BlockFetcher(store)
-        dag = Dag(fetcher, cfg.max_cached_nodes)
-        reader = Reader(dag, fetcher)
-        ops = Operations(Tree(store, dag, reader), reader)
+        services = await stack.enter_async_context(trio.open_nursery())
+        stack.callback(services.cancel_scope.cancel)
+        node = await stack.enter_async_context(open_node(cfg, store, services))
+        stack.push_async_callback(sync_store, store)
+        ops = Operations(node.tree, node.reader)
         try:
             pyfuse3.init(ops, str(mountpoint), fuse_options())
         except RuntimeError as exc:
@@ -125,7 +123,11 @@ async def serve(cfg: Config, mountpoint: Path, ready: Callable[[], None]) -> Non
         set_read_ahead(mountpoint, cfg.read_ahead_kb)
         cfg.pid_file.write_text(f"{os.getpid()}\n")
         stack.callback(lambda: cfg.pid_file.unlink(missing_ok=True))
-        log.info("mounted %s on %s", cfg.home, mountpoint)
+        stack.callback(lambda: cfg.status_file.unlink(missing_ok=True))
+        write_status(node)
+        await services.start(housekeeping, node)
+        log.info("mounted %s on %s (sources: %s)", cfg.home, mountpoint,
+                 ", ".join(s.name for s in node.chain.sources) or "local only")
         ready()
         async with trio.open_nursery() as nursery:
             nursery.start_soon(_watch_signals, pyfuse3.terminate)
@@ -150,11 +152,11 @@ def run_foreground(cfg: Config, mountpoint: Path, notify_fd: int | None) -> None
         raise
 
 
-def spawn(cfg: Config, mountpoint: Path, extra_args: list[str]) -> int:
+def spawn(cfg: Config, mountpoint: Path, global_args: list[str], mount_args: list[str]) -> int:
     """Start the mount in the background; return its PID once it is ready."""
     rfd, wfd = os.pipe()
-    cmd = [sys.executable, "-m", "casfs", "--home", str(cfg.home), *extra_args,
-           "mount", "--foreground", "--notify-fd", str(wfd), str(mountpoint)]
+    cmd = [sys.executable, "-m", "casfs", "--home", str(cfg.home), *global_args,
+           "mount", *mount_args, "--foreground", "--notify-fd", str(wfd), str(mountpoint)]
     cfg.home.mkdir(parents=True, exist_ok=True)
     with open(cfg.log_file, "ab") as logf:
         proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=logf, stderr=logf,

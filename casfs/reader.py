@@ -9,9 +9,11 @@ the read.
 
 from __future__ import annotations
 
+import logging
 import os
 
 import trio
+from cachetools import LRUCache
 
 from casfs import cid as cidmod
 from casfs.dag import Dag
@@ -20,19 +22,71 @@ from casfs.fetcher import BlockFetcher
 from casfs.store import blockfile
 
 BUFFER = 1 << 20
+log = logging.getLogger(__name__)
+
+
+class ReadAhead:
+    """Fetches the blocks after a sequential reader's position before it asks for them.
+
+    Takes the nursery its fetches run in explicitly; with none, there is no read-ahead.
+    """
+
+    def __init__(self, dag: Dag, fetcher: BlockFetcher, nursery: trio.Nursery, window: int,
+                 parallel: int = 16) -> None:
+        self.dag = dag
+        self.fetcher = fetcher
+        self.nursery = nursery
+        self.window = window
+        self._limiter = trio.CapacityLimiter(parallel)
+        self._last_end: LRUCache[bytes, int] = LRUCache(maxsize=1024)
+        self._scheduled: LRUCache[bytes, int] = LRUCache(maxsize=1024)
+
+    def after_read(self, cid: bytes, offset: int, size: int, filesize: int) -> None:
+        end = offset + size
+        sequential = offset == 0 or self._last_end.get(cid) == offset
+        self._last_end[cid] = end
+        if not sequential:
+            return
+        start = max(end, self._scheduled.get(cid, 0))
+        stop = min(filesize, end + self.window)
+        if stop - start >= min(self.window // 4, filesize - start) > 0:
+            self._scheduled[cid] = stop
+            self.nursery.start_soon(self._prefetch, cid, start, stop)
+
+    async def _prefetch(self, cid: bytes, start: int, stop: int) -> None:
+        try:
+            spans = await self.dag.spans(cid, start, stop - start)
+        except Exception as exc:  # a failed read-ahead is retried by the read itself
+            log.debug("read-ahead of %s failed: %s", cidmod.to_str(cid), exc)
+            return
+        for bcid, _, _ in spans:
+            if not self.fetcher.store.has(bcid):
+                self.nursery.start_soon(self._one, bcid)
+
+    async def _one(self, bcid: bytes) -> None:
+        async with self._limiter:
+            try:
+                await self.fetcher.ensure_local(bcid)
+            except Exception as exc:
+                log.debug("read-ahead of block %s failed: %s", cidmod.to_str(bcid), exc)
 
 
 class Reader:
-    def __init__(self, dag: Dag, fetcher: BlockFetcher) -> None:
+    def __init__(self, dag: Dag, fetcher: BlockFetcher, readahead: ReadAhead | None = None
+                 ) -> None:
+        self.readahead = readahead
         self.dag = dag
         self.fetcher = fetcher
         self.store = fetcher.store
         self._buf = bytearray(BUFFER)
         self._scratch = bytearray(blockfile.SEGMENT * 2)
 
-    async def read(self, cid: bytes, offset: int, size: int) -> memoryview | bytes:
+    async def read(self, cid: bytes, offset: int, size: int, filesize: int = 0
+                   ) -> memoryview | bytes:
         if size <= 0:
             return b""
+        if self.readahead is not None and filesize:
+            self.readahead.after_read(cid, offset, size, filesize)
         spans = await self.dag.spans(cid, offset, size)
         fds = await self._open_all(spans)
         try:

@@ -75,6 +75,20 @@ class Tree:
         node = entry.node
         return bytes(block[node.data_offset : node.data_offset + node.data_length])
 
+    async def sources(self, cid: bytes, size: int) -> str:
+        """Where the blocks of this content came from: "local", or "name: count, ..."."""
+        st = await self.stat(cid)
+        if st.kind == Kind.FILE:
+            blocks = {b for b, _, _ in await self.dag.spans(cid, 0, size)} | {cid}
+        else:
+            blocks = {cid}
+        mhs = {cidmod.multihash_of(b) for b in blocks}
+        counts = self.store.index.sources(list(mhs))
+        for mh, _, source in self.store.pending():
+            if mh in mhs:
+                counts[source] = counts.get(source, 0) + 1
+        return ", ".join(f"{s}: {n}" for s, n in sorted(counts.items())) or "unknown"
+
     async def sha256(self, cid: bytes, size: int) -> bytes:
         """sha256 of a file's whole content: recorded at add, else computed once and recorded."""
         row = self.store.index.content(cid)

@@ -61,6 +61,18 @@ class Index:
                 "INSERT OR IGNORE INTO blocks (mh, size, source, added) VALUES (?, ?, ?, ?)",
                 [(mh, size, source, now) for mh, size, source in rows])
 
+    def sources(self, mhs: list[bytes]) -> dict[str, int]:
+        """How many of these blocks came from each source."""
+        out: dict[str, int] = {}
+        for i in range(0, len(mhs), 500):
+            part = mhs[i : i + 500]
+            marks = ",".join("?" * len(part))
+            for source, n in self.conn.execute(
+                    f"SELECT source, count(*) FROM blocks WHERE mh IN ({marks}) GROUP BY source",
+                    part):
+                out[source] = out.get(source, 0) + n
+        return out
+
     def forget_block(self, mh: bytes) -> None:
         self.conn.execute("DELETE FROM blocks WHERE mh = ?", (mh,))
 

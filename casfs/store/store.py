@@ -117,6 +117,23 @@ class Store:
 
     def sync(self) -> None:
         """Make every block written so far durable, then record them in the index."""
+        rows = self.take_pending()
+        self.flush_files()
+        if rows:
+            self.index.record_blocks(rows)
+
+    def pending(self) -> list[tuple[bytes, int, str]]:
+        """Blocks written but not yet recorded in the index."""
+        return list(self._pending)
+
+    def take_pending(self) -> list[tuple[bytes, int, str]]:
+        rows, self._pending = self._pending, []
+        return rows
+
+    def flush_files(self) -> None:
+        """syncfs() the store's filesystem: one call instead of an fsync per block.
+
+        Touches no Python state, so it may run in a worker thread."""
         fd = os.open(self.blocks_dir, os.O_RDONLY | os.O_DIRECTORY)
         try:
             if _libc.syncfs(fd) != 0:
@@ -124,9 +141,6 @@ class Store:
                 raise OSError(err, os.strerror(err))
         finally:
             os.close(fd)
-        if self._pending:
-            self.index.record_blocks(self._pending)
-            self._pending = []
 
     def drop(self, cid: bytes) -> None:
         try:

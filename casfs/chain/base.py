@@ -1,0 +1,74 @@
+"""The discovery chain's vocabulary: requests, sources and their measured behaviour."""
+
+from __future__ import annotations
+
+import time
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+
+from cachetools import LRUCache
+
+PREFERRED = ("peer", "ipfs", "gateway")
+
+
+@dataclass(frozen=True, slots=True)
+class P2PContentRequest:
+    """What one read asks of the chain (the seed's P2PContentRequest)."""
+
+    content_hash: str  # the CID, text form
+    requester_id: str = ""  # did:key of this node; set once the node has an identity
+    preferred_sources: tuple[str, ...] = PREFERRED
+    ttl: float = 30.0  # seconds the requester will wait in all
+
+    @property
+    def deadline(self) -> float:
+        return self.ttl
+
+
+@dataclass(slots=True)
+class SourceStats:
+    hits: int = 0
+    misses: int = 0
+    failures: int = 0  # down, timed out, refused
+    corrupt: int = 0
+    bytes: int = 0
+    latency_ewma: float = 0.0  # seconds
+    last_error: str = ""
+    down_until: float = 0.0  # monotonic; skip the source until then
+    since: float = field(default_factory=time.time)
+
+    def record_hit(self, nbytes: int, seconds: float) -> None:
+        self.hits += 1
+        self.bytes += nbytes
+        alpha = 0.2
+        self.latency_ewma = seconds if self.hits == 1 else \
+            (1 - alpha) * self.latency_ewma + alpha * seconds
+
+    def as_dict(self) -> dict[str, object]:
+        return {"hits": self.hits, "misses": self.misses, "failures": self.failures,
+                "corrupt": self.corrupt, "bytes": self.bytes,
+                "mean_latency_ms": round(self.latency_ewma * 1000, 2),
+                "down": self.down_until > time.monotonic(), "last_error": self.last_error}
+
+
+class ContentSource(ABC):
+    """One link of the chain. retrieve() returns verified block bytes or raises:
+    BlockNotFound (the source answered: it does not have it), SourceUnavailable (it could not
+    be asked), BlockCorrupt (it answered with bytes that fail verification)."""
+
+    kind: str = "local"  # "local", "peer", "ipfs" or "gateway": what preferred_sources names
+    name: str = "local"
+
+    def __init__(self) -> None:
+        self.stats = SourceStats()
+        # CIDs this source sent bad bytes for: it is not asked for them again.
+        self.lied_about: LRUCache[bytes, bool] = LRUCache(maxsize=65536)
+
+    @abstractmethod
+    async def retrieve(self, cid: bytes, request: P2PContentRequest) -> bytes: ...
+
+    def usable(self) -> bool:
+        return self.stats.down_until <= time.monotonic()
+
+    async def aclose(self) -> None:  # noqa: B027 (optional hook)
+        pass

@@ -1,0 +1,96 @@
+"""DiscoveryChain: ask each source in turn until one returns verified bytes.
+
+Order comes from the request's preferred_sources (the configured order by default). Each link
+gets what is left of the request's deadline; a source that fails is passed over and the next
+one tried. Total failure raises BlockNotFound when every source that was asked said it does not
+have the block, and DeadlineExceeded when time ran out or some source could not answer (then
+the block may well exist).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+
+import trio
+
+from casfs import cid as cidmod
+from casfs.chain.base import ContentSource, P2PContentRequest
+from casfs.errors import BlockCorrupt, BlockNotFound, DeadlineExceeded, SourceUnavailable
+
+log = logging.getLogger(__name__)
+
+
+class DiscoveryChain:
+    def __init__(self, sources: list[ContentSource], ttl: float = 30.0,
+                 order: tuple[str, ...] = ("peer", "ipfs", "gateway")) -> None:
+        self.sources = sources
+        self.ttl = ttl
+        self.order = order
+
+    def request(self, cid: bytes) -> P2PContentRequest:
+        return P2PContentRequest(cidmod.to_str(cid), preferred_sources=self.order, ttl=self.ttl)
+
+    def ordered(self, request: P2PContentRequest) -> list[ContentSource]:
+        rank = {kind: i for i, kind in enumerate(request.preferred_sources)}
+        chosen = [s for s in self.sources if s.kind in rank]
+        return sorted(chosen, key=lambda s: rank[s.kind])
+
+    async def retrieve(self, cid: bytes, request: P2PContentRequest | None = None
+                       ) -> tuple[bytes, str]:
+        request = request or self.request(cid)
+        deadline = trio.current_time() + request.ttl
+        unsure: list[str] = []
+        for source in self.ordered(request):
+            if cid in source.lied_about:
+                continue
+            if not source.usable():
+                unsure.append(f"{source.name}: down")
+                continue
+            left = deadline - trio.current_time()
+            if left <= 0:
+                break
+            started = time.monotonic()
+            try:
+                with trio.fail_after(left):
+                    data = await source.retrieve(cid, request)
+            except BlockNotFound:
+                source.stats.misses += 1
+                continue
+            except trio.TooSlowError:
+                source.stats.failures += 1
+                source.stats.last_error = "timed out"
+                unsure.append(f"{source.name}: timed out")
+                break
+            except BlockCorrupt as exc:
+                source.lied_about[cid] = True
+                source.stats.corrupt += 1
+                source.stats.last_error = str(exc)
+                log.warning("%s sent a corrupt block %s: %s", source.name, request.content_hash,
+                            exc)
+                unsure.append(f"{source.name}: corrupt")
+                continue
+            except SourceUnavailable as exc:
+                source.stats.failures += 1
+                source.stats.last_error = str(exc)
+                unsure.append(f"{source.name}: {exc}")
+                continue
+            if not cidmod.verify(cid, data):  # sources verify; this is the chain's own check
+                source.lied_about[cid] = True
+                source.stats.corrupt += 1
+                log.warning("%s sent a block that fails its hash: %s", source.name,
+                            request.content_hash)
+                unsure.append(f"{source.name}: corrupt")
+                continue
+            source.stats.record_hit(len(data), time.monotonic() - started)
+            return data, source.name
+        if unsure:
+            raise DeadlineExceeded(f"{request.content_hash}: " + "; ".join(unsure))
+        raise BlockNotFound(request.content_hash)
+
+    def stats(self) -> dict[str, dict[str, object]]:
+        return {s.name: s.stats.as_dict() for s in self.sources}
+
+    async def aclose(self) -> None:
+        for source in self.sources:
+            await source.aclose()
