@@ -8,12 +8,14 @@ their hash before they are stored or returned.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Awaitable, Callable
 
 import trio
+from cachetools import TTLCache
 
 from casfs import cid as cidmod
-from casfs.errors import BlockCorrupt, BlockNotFound
+from casfs.errors import BlockCorrupt, BlockNotFound, CasfsError
 from casfs.store import Store
 
 log = logging.getLogger(__name__)
@@ -23,11 +25,15 @@ Remote = Callable[[bytes], Awaitable[tuple[bytes, str]]]
 
 
 class BlockFetcher:
-    def __init__(self, store: Store, remote: Remote | None = None) -> None:
+    def __init__(self, store: Store, remote: Remote | None = None,
+                 failure_ttl: float = 2.0) -> None:
         self.store = store
         self.remote = remote
         self._inflight: dict[bytes, trio.Event] = {}
-        self._failures: dict[bytes, BaseException] = {}
+        # A fetch that just failed fails again at once for a moment: when readahead fails the
+        # kernel retries page by page, and each retry would otherwise wait a whole deadline.
+        self._failed: TTLCache[bytes, BaseException] = TTLCache(
+            maxsize=65536, ttl=failure_ttl, timer=time.monotonic)
 
     def local(self, cid: bytes) -> bytes | None:
         """The block from the store, or None if it is not there (or damaged, then dropped)."""
@@ -58,18 +64,24 @@ class BlockFetcher:
             return
         if self.remote is None:
             raise BlockNotFound(cidmod.to_str(cid))
+        failed = self._failed.get(cid)
+        if failed is not None:
+            raise failed
         event = self._inflight.get(cid)
         if event is not None:
             await event.wait()
             if self.store.has(cid):
                 return
-            raise BlockNotFound(cidmod.to_str(cid))
+            raise self._failed.get(cid) or BlockNotFound(cidmod.to_str(cid))
         event = self._inflight[cid] = trio.Event()
         try:
             data, source = await self.remote(cid)
             if not cidmod.verify(cid, data):  # sources verify too; this is the last gate
                 raise BlockCorrupt(f"{cidmod.to_str(cid)} from {source} failed verification")
             self.store.put(cid, data, source)
+        except CasfsError as exc:
+            self._failed[cid] = exc
+            raise
         finally:
             del self._inflight[cid]
             event.set()

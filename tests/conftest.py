@@ -8,7 +8,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -80,13 +80,14 @@ def is_mounted(path: Path) -> bool:
 
 
 class Mount:
-    def __init__(self, cli: Casfs, path: Path) -> None:
+    def __init__(self, cli: Casfs, path: Path, *args: str) -> None:
         self.cli = cli
         self.path = path
+        self.args = args
         self.pid = 0
 
     def start(self) -> None:
-        self.cli.run("mount", self.path, timeout=60)
+        self.cli.run("mount", *self.args, self.path, timeout=60)
         self.pid = int((self.cli.home / "mount.pid").read_text())
 
     def stop(self) -> None:
@@ -123,6 +124,26 @@ def mount(casfs: Casfs, tmp_path: Path) -> Iterator[Mount]:
     finally:
         m.stop()
     assert "Traceback" not in m.log(), m.log()
+
+
+@pytest.fixture
+def mount_factory(tmp_path: Path) -> Iterator[Callable[..., Mount]]:
+    """Mounts with options: mount_factory(casfs, "--ipfs-api", addr) -> started Mount."""
+    mounts: list[Mount] = []
+
+    def make(cli: Casfs, *args: str) -> Mount:
+        mnt = tmp_path / f"mnt{len(mounts)}"
+        mnt.mkdir()
+        m = Mount(cli, mnt, *args)
+        m.start()
+        mounts.append(m)
+        return m
+
+    yield make
+    for m in mounts:
+        m.stop()
+    for m in mounts:
+        assert "Traceback" not in m.log(), m.log()
 
 
 def random_file(path: Path, size: int, seed: int = 0) -> Path:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import warnings
 from typing import Any
 
 import ipfshttpclient
@@ -20,6 +21,8 @@ from casfs.chain.base import ContentSource, P2PContentRequest
 from casfs.errors import BlockCorrupt, BlockNotFound, SourceUnavailable
 
 log = logging.getLogger(__name__)
+# ipfshttpclient 0.7 passes urllib3 a parameter it deprecated; the warning says nothing to users.
+warnings.filterwarnings("ignore", message="The 'strict' parameter", category=FutureWarning)
 
 
 class IPFSNodeSource(ContentSource):
