@@ -36,7 +36,7 @@ class Config:
     chain_order: tuple[str, ...] = ("peer", "ipfs", "gateway")
     deadline: float = 30.0
     # Blocks fetched ahead of a sequential reader.
-    readahead_bytes: int = 8 << 20
+    readahead_bytes: int = 32 << 20
     # IPFS node RPC API (kubo's, e.g. /ip4/127.0.0.1/tcp/5001/http); empty: no IPFS link.
     ipfs_api: str = ""
     ipfs_timeout: float = 10.0

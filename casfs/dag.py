@@ -107,3 +107,32 @@ class Dag:
                 await self._walk(node.links[i].cid, start - child_start, stop - child_start, out)
             start = stop
             i += 1
+
+    async def raw_leaves(self, cid: bytes, start: int, stop: int
+                         ) -> list[tuple[bytes, int, int]] | None:
+        """Whole raw leaves covering [start, stop) as (cid, file offset, size), in order; None
+        if any content there lives in dag-pb nodes (then a byte range cannot be checked leaf by
+        leaf against leaf CIDs)."""
+        out: list[tuple[bytes, int, int]] = []
+        ok = await self._leaves(cid, 0, None, start, stop, out)
+        return out if ok else None
+
+    async def _leaves(self, cid: bytes, base: int, size: int | None, start: int, stop: int,
+                      out: list[tuple[bytes, int, int]]) -> bool:
+        if cidmod.codec_of(cid) == cidmod.RAW:
+            if size is None:
+                return False
+            out.append((cid, base, size))
+            return True
+        entry = await self.entry(cid)
+        node = entry.node
+        if node.data_length or not node.links:
+            return False
+        i = max(0, bisect.bisect_right(entry.starts, start - base) - 1)
+        while i < len(node.links) and base + entry.starts[i] < stop:
+            child_base = base + entry.starts[i]
+            if not await self._leaves(node.links[i].cid, child_base, node.blocksizes[i],
+                                      start, stop, out):
+                return False
+            i += 1
+        return True

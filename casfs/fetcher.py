@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from typing import Protocol
 
 import trio
 from cachetools import TTLCache
@@ -20,8 +20,15 @@ from casfs.store import Store
 
 log = logging.getLogger(__name__)
 
-# A remote lookup: returns the verified bytes and the name of the source, or raises.
-Remote = Callable[[bytes], Awaitable[tuple[bytes, str]]]
+
+
+class Remote(Protocol):
+    """What lies beyond the store (the discovery chain): returns bytes and the source's name."""
+
+    async def retrieve(self, cid: bytes) -> tuple[bytes, str]: ...
+
+    async def retrieve_range(self, root: bytes, offset: int, leaves: list[tuple[bytes, int]]
+                             ) -> tuple[list[bytes], str]: ...
 
 
 class BlockFetcher:
@@ -75,7 +82,7 @@ class BlockFetcher:
             raise self._failed.get(cid) or BlockNotFound(cidmod.to_str(cid))
         event = self._inflight[cid] = trio.Event()
         try:
-            data, source = await self.remote(cid)
+            data, source = await self.remote.retrieve(cid)
             if not cidmod.verify(cid, data):  # sources verify too; this is the last gate
                 raise BlockCorrupt(f"{cidmod.to_str(cid)} from {source} failed verification")
             self.store.put(cid, data, source)
@@ -84,4 +91,33 @@ class BlockFetcher:
             raise
         finally:
             del self._inflight[cid]
+            event.set()
+
+    async def ensure_range(self, root: bytes, run: list[tuple[bytes, int, int]]) -> None:
+        """Fetch consecutive raw leaves [(cid, file offset, size)] of root in one request.
+
+        Readers that want one of these leaves meanwhile wait for this fetch instead of starting
+        their own; whatever it fails to bring, they then fetch block by block."""
+        if self.remote is None:
+            return
+        mine = [leaf for leaf in run if leaf[0] not in self._inflight]
+        if not mine or mine != run[: len(mine)]:
+            return  # someone is already at the start of this run; leave it to them
+        event = trio.Event()
+        for cid, _, _ in mine:
+            self._inflight[cid] = event
+        try:
+            datas, source = await self.remote.retrieve_range(
+                root, mine[0][1], [(cid, size) for cid, _, size in mine])
+
+            def put_all() -> None:  # writing MiBs of block files would stall the event loop
+                for (cid, _, _), data in zip(mine, datas, strict=True):
+                    self.store.put(cid, data, source)
+
+            await trio.to_thread.run_sync(put_all)
+        except CasfsError as exc:
+            log.debug("range fetch of %s failed: %s", cidmod.to_str(root), exc)
+        finally:
+            for cid, _, _ in mine:
+                del self._inflight[cid]
             event.set()

@@ -32,7 +32,8 @@ class ReadAhead:
     """
 
     def __init__(self, dag: Dag, fetcher: BlockFetcher, nursery: trio.Nursery, window: int,
-                 parallel: int = 16) -> None:
+                 parallel: int = 2, range_bytes: int = 8 << 20) -> None:
+        self.range_bytes = range_bytes
         self.dag = dag
         self.fetcher = fetcher
         self.nursery = nursery
@@ -55,13 +56,38 @@ class ReadAhead:
 
     async def _prefetch(self, cid: bytes, start: int, stop: int) -> None:
         try:
-            spans = await self.dag.spans(cid, start, stop - start)
+            leaves = await self.dag.raw_leaves(cid, start, stop)
+            if leaves is None:
+                spans = await self.dag.spans(cid, start, stop - start)
         except Exception as exc:  # a failed read-ahead is retried by the read itself
             log.debug("read-ahead of %s failed: %s", cidmod.to_str(cid), exc)
             return
-        for bcid, _, _ in spans:
-            if not self.fetcher.store.has(bcid):
-                self.nursery.start_soon(self._one, bcid)
+        has = self.fetcher.store.has
+        if leaves is None:
+            for bcid, _, _ in spans:
+                if not has(bcid):
+                    self.nursery.start_soon(self._one, bcid)
+            return
+        # Runs of missing leaves, each fetched as one byte range of the file.
+        run: list[tuple[bytes, int, int]] = []
+        for leaf in leaves:
+            if has(leaf[0]) or (run and run[-1][1] + run[-1][2] != leaf[1]):
+                self._start_run(cid, run)
+                run = []
+            if not has(leaf[0]):
+                run.append(leaf)
+                if sum(size for _, _, size in run) >= self.range_bytes:
+                    self._start_run(cid, run)
+                    run = []
+        self._start_run(cid, run)
+
+    def _start_run(self, root: bytes, run: list[tuple[bytes, int, int]]) -> None:
+        if run:
+            self.nursery.start_soon(self._range, root, list(run))
+
+    async def _range(self, root: bytes, run: list[tuple[bytes, int, int]]) -> None:
+        async with self._limiter:
+            await self.fetcher.ensure_range(root, run)
 
     async def _one(self, bcid: bytes) -> None:
         async with self._limiter:

@@ -54,7 +54,7 @@ def build_sources(cfg: Config, store: Store) -> list[ContentSource]:
 async def open_node(cfg: Config, store: Store, nursery: trio.Nursery | None = None
                     ) -> AsyncIterator[Node]:
     chain = DiscoveryChain(build_sources(cfg, store), ttl=cfg.deadline, order=cfg.chain_order)
-    fetcher = BlockFetcher(store, chain.retrieve if chain.sources else None)
+    fetcher = BlockFetcher(store, chain if chain.sources else None)
     dag = Dag(fetcher, cfg.max_cached_nodes)
     readahead = None
     if nursery is not None and chain.sources and cfg.readahead_bytes:

@@ -37,10 +37,10 @@ def test_reads_through_ipfs_link(casfs: Casfs, jsipfs: JsIpfs, tmp_path: Path,
     while True:
         status = json.loads(casfs.run("status", "--json").stdout)
         (ipfs,) = [v for k, v in status["sources"].items() if k.startswith("ipfs")]
-        if ipfs["hits"] >= 10 or time.monotonic() > deadline:
+        if ipfs["bytes"] >= len(data) or time.monotonic() > deadline:
             break
         time.sleep(0.2)
-    assert ipfs["hits"] >= 10 and ipfs["bytes"] >= len(data)
+    assert ipfs["hits"] >= 1 and ipfs["bytes"] >= len(data)
 
 
 def test_reads_through_gateway_link_alone(casfs: Casfs, jsipfs: JsIpfs, tmp_path: Path,

@@ -8,6 +8,8 @@ from dataclasses import dataclass, field
 
 from cachetools import LRUCache
 
+from casfs.errors import SourceUnavailable
+
 PREFERRED = ("peer", "ipfs", "gateway")
 
 
@@ -66,6 +68,15 @@ class ContentSource(ABC):
 
     @abstractmethod
     async def retrieve(self, cid: bytes, request: P2PContentRequest) -> bytes: ...
+
+    # Sources that can send a byte range of a file in one request (leaf-verified) say so.
+    supports_ranges = False
+
+    async def retrieve_range(self, root: bytes, offset: int, leaves: list[tuple[bytes, int]],
+                             request: P2PContentRequest) -> list[bytes]:
+        """The contents of consecutive raw leaves [(cid, size), ...] starting at file offset
+        `offset` of root, each verified against its CID; raises like retrieve()."""
+        raise SourceUnavailable(f"{self.name} cannot send ranges")
 
     def usable(self) -> bool:
         return self.stats.down_until <= time.monotonic()

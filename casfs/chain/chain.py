@@ -88,6 +88,31 @@ class DiscoveryChain:
             raise DeadlineExceeded(f"{request.content_hash}: " + "; ".join(unsure))
         raise BlockNotFound(request.content_hash)
 
+    async def retrieve_range(self, root: bytes, offset: int, leaves: list[tuple[bytes, int]]
+                             ) -> tuple[list[bytes], str]:
+        """Leaf contents of a file range from the first range-capable source that has them.
+
+        Only an optimisation for sequential reads: on any failure the caller fetches the
+        leaves one block at a time through retrieve()."""
+        request = self.request(root)
+        for source in self.ordered(request):
+            if not source.supports_ranges or not source.usable():
+                continue
+            started = time.monotonic()
+            try:
+                with trio.fail_after(request.ttl):
+                    datas = await source.retrieve_range(root, offset, leaves, request)
+            except (BlockNotFound, SourceUnavailable, trio.TooSlowError):
+                continue
+            except BlockCorrupt as exc:
+                source.stats.corrupt += 1
+                log.warning("%s sent a corrupt range of %s: %s", source.name,
+                            request.content_hash, exc)
+                continue
+            source.stats.record_hit(sum(map(len, datas)), time.monotonic() - started)
+            return datas, source.name
+        raise SourceUnavailable("no source could send the range")
+
     def stats(self) -> dict[str, dict[str, object]]:
         return {s.name: s.stats.as_dict() for s in self.sources}
 

@@ -7,8 +7,11 @@ deadline cancels it; the daemon-side timeout argument then ends it on the daemon
 
 from __future__ import annotations
 
+import http.client
 import logging
+import socket
 import threading
+import urllib.parse
 import warnings
 from typing import Any
 
@@ -32,6 +35,7 @@ class IPFSNodeSource(ContentSource):
                  retry_after: float = 2.0) -> None:
         super().__init__()
         self.api = api
+        self._host, self._port = _host_port(api)
         self.name = f"ipfs {api}"
         self.timeout = timeout
         self._limiter = trio.CapacityLimiter(workers)
@@ -50,11 +54,68 @@ class IPFSNodeSource(ContentSource):
         return self._client().block.get(cid_text, opts={"timeout": f"{timeout:.3f}s"},
                                         timeout=timeout + 1.0)
 
-    async def retrieve(self, cid: bytes, request: P2PContentRequest) -> bytes:
-        timeout = max(0.1, min(self.timeout, request.ttl))
+    supports_ranges = True
+
+    def _cat_leaves(self, root: str, offset: int, leaves: list[tuple[bytes, int]],
+                    timeout: float) -> list[bytes]:
+        """One `cat` of the range, cut at leaf boundaries, each piece checked against its leaf
+        CID: the node streams far faster than it answers block/get one block at a time."""
+        total = sum(size for _, size in leaves)
+        data = self._cat(root, offset, total, timeout)
+        out = []
+        view = memoryview(data)
+        pos = 0
+        for cid, size in leaves:
+            piece = view[pos : pos + size]
+            if not cidmod.verify(cid, piece):
+                raise BlockCorrupt(f"{self.name}: leaf {cidmod.to_str(cid)} of {root} is wrong")
+            out.append(bytes(piece))
+            pos += size
+        return out
+
+    def _cat(self, root: str, offset: int, length: int, timeout: float) -> bytearray:
+        """POST /api/v0/cat into one preallocated buffer.
+
+        Through http.client, not ipfshttpclient: requests reads bodies 10 KiB at a time in
+        Python, which capped a range at ~200 MB/s here; readinto() fills the buffer with the
+        GIL released and measured ~2x faster."""
+        conn = getattr(self._local, "http", None)
+        if conn is None:
+            conn = self._local.http = http.client.HTTPConnection(self._host, self._port,
+                                                                 timeout=timeout + 1.0)
+        query = urllib.parse.urlencode({"arg": root, "offset": offset, "length": length,
+                                        "timeout": f"{timeout:.3f}s"})
         try:
-            data = await trio.to_thread.run_sync(self._block_get, cidmod.to_str(cid), timeout,
-                                                 abandon_on_cancel=True, limiter=self._limiter)
+            conn.request("POST", f"/api/v0/cat?{query}")
+            resp = conn.getresponse()
+            if resp.status != 200:
+                body = resp.read(4096)
+                raise ipfshttpclient.exceptions.ErrorResponse(
+                    body.decode(errors="replace"), None)
+            buf = bytearray(length)
+            view = memoryview(buf)
+            got = 0
+            while got < length and (n := resp.readinto(view[got:])):
+                got += n
+            if got != length or resp.read(1):
+                raise BlockCorrupt(f"{self.name}: range came back with the wrong length")
+            return buf
+        except (OSError, http.client.HTTPException) as exc:
+            conn.close()
+            self._local.http = None
+            if isinstance(exc, TimeoutError | socket.timeout):
+                raise ipfshttpclient.exceptions.TimeoutError(exc) from exc
+            raise ipfshttpclient.exceptions.ConnectionError(exc) from exc
+
+    async def retrieve_range(self, root: bytes, offset: int, leaves: list[tuple[bytes, int]],
+                             request: P2PContentRequest) -> list[bytes]:
+        timeout = max(0.1, min(self.timeout, request.ttl))
+        return await self._call(self._cat_leaves, cidmod.to_str(root), offset, leaves, timeout)
+
+    async def _call(self, fn: Any, *args: Any) -> Any:
+        try:
+            result = await trio.to_thread.run_sync(fn, *args, abandon_on_cancel=True,
+                                                   limiter=self._limiter)
         except ipfshttpclient.exceptions.ErrorResponse as exc:
             self.backoff.ok()
             raise BlockNotFound(f"{self.name}: {exc}") from None
@@ -66,6 +127,21 @@ class IPFSNodeSource(ContentSource):
         except ipfshttpclient.exceptions.Error as exc:
             raise SourceUnavailable(f"{self.name}: {exc}") from None
         self.backoff.ok()
+        return result
+
+    async def retrieve(self, cid: bytes, request: P2PContentRequest) -> bytes:
+        timeout = max(0.1, min(self.timeout, request.ttl))
+        data = await self._call(self._block_get, cidmod.to_str(cid), timeout)
         if not isinstance(data, bytes) or not cidmod.verify(cid, data):
             raise BlockCorrupt(f"{self.name} returned bytes that do not match the CID")
         return data
+
+
+def _host_port(api: str) -> tuple[str, int]:
+    """Host and port of an /ip4/H/tcp/P/http multiaddr (or an http://H:P URL)."""
+    parts = api.strip("/").split("/")
+    if len(parts) >= 4 and parts[0] in ("ip4", "ip6", "dns", "dns4", "dns6") and \
+            parts[2] == "tcp":
+        return parts[1], int(parts[3])
+    url = urllib.parse.urlsplit(api)
+    return url.hostname or "127.0.0.1", url.port or 5001

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import ctypes
+import itertools
 import logging
 import os
 from collections.abc import Iterator
@@ -43,7 +44,7 @@ class Store:
         for d in (home, self.blocks_dir, self.tmp_dir):
             d.mkdir(parents=True, exist_ok=True)
         self.index = Index(home / "index.sqlite")
-        self._tmp_seq = 0
+        self._tmp_seq = itertools.count(1)  # next() is atomic: put() may run in threads
         self._pending: list[tuple[bytes, int, str]] = []
         self._clean_tmp()
 
@@ -96,12 +97,13 @@ class Store:
             os.close(fd)
 
     def put(self, cid: bytes, data: bytes | memoryview, source: str = "local") -> bool:
-        """Store a block whose hash the caller has verified; False if it was already there."""
+        """Store a block whose hash the caller has verified; False if it was already there.
+
+        Safe to call from worker threads (file I/O and an atomic list append only)."""
         final = self.path(cid)
         if os.path.exists(final):
             return False
-        self._tmp_seq += 1
-        tmp = f"{self.tmp_dir}/{os.getpid()}-{self._tmp_seq}"
+        tmp = f"{self.tmp_dir}/{os.getpid()}-{next(self._tmp_seq)}"
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o444)
         try:
             os.writev(fd, [blockfile.encode_header(data), data])
@@ -127,7 +129,7 @@ class Store:
         return list(self._pending)
 
     def take_pending(self) -> list[tuple[bytes, int, str]]:
-        rows, self._pending = self._pending, []
+        rows, self._pending = self._pending, []  # one assignment: no append can be lost
         return rows
 
     def flush_files(self) -> None:
