@@ -15,7 +15,7 @@ from typing import NoReturn
 
 import trio
 
-from casfs import __version__, config, mount
+from casfs import __version__, config, control, mount
 from casfs import cid as cidmod
 from casfs.errors import BadName, BlockNotFound, CasfsError, DeadlineExceeded, QuietError
 from casfs.importer import Importer, total_bytes
@@ -80,6 +80,15 @@ def build_parser() -> Parser:
     s.add_argument("--json", action="store_true")
 
     sub.add_parser("config", help="print the effective configuration")
+
+    i = sub.add_parser("id", help="this node's peer id, did:key and listen addresses")
+    i.add_argument("--json", action="store_true")
+
+    pe = sub.add_parser("peers", help="list connected peers, or connect one")
+    pe.add_argument("--json", action="store_true")
+    pe_sub = pe.add_subparsers(dest="peers_command", parser_class=Parser)
+    pa = pe_sub.add_parser("add", help="connect the running mount to a peer")
+    pa.add_argument("addr", help="multiaddr ending in /p2p/<peer id>")
     return p
 
 
@@ -243,6 +252,44 @@ def cmd_config(cfg: config.Config, args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_id(cfg: config.Config, args: argparse.Namespace) -> int:
+    try:
+        facts = control.call(cfg.home, {"cmd": "id"})
+    except QuietError:  # no mount running: what the key file says
+        from casfs.p2p import identity
+
+        pair = identity.load_or_create(cfg.home)
+        facts = {"peer_id": str(identity.peer_id(pair)), "did": identity.did_key(pair),
+                 "addrs": []}
+    facts = {k: facts[k] for k in ("peer_id", "did", "addrs")}
+    if args.json:
+        print(json.dumps(facts))
+    else:
+        print(f"peer id  {facts['peer_id']}\ndid      {facts['did']}")
+        for addr in facts["addrs"] or ["(not listening: no mount is running)"]:
+            print(f"address  {addr}")
+    return 0
+
+
+def cmd_peers(cfg: config.Config, args: argparse.Namespace) -> int:
+    if args.peers_command == "add":
+        if "/p2p/" not in args.addr:
+            raise QuietError(f"{args.addr}: a peer address must end in /p2p/<peer id>")
+        reply = control.call(cfg.home, {"cmd": "connect", "addr": args.addr})
+        print(f"connected {reply['peer_id']}")
+        return 0
+    facts = control.call(cfg.home, {"cmd": "peers"})
+    if args.json:
+        print(json.dumps(facts["peers"]))
+        return 0
+    for p in facts["peers"]:
+        print(f"{p['peer_id']}  trust {p['trust']:.2f}  {p['blocks']} blocks  "
+              f"{p['latency_ms']} ms  {p['did']}")
+    if not facts["peers"]:
+        print("no peers connected")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     debug = "--debug" in argv
@@ -258,7 +305,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.config:
             global_args += ["--config", str(args.config)]
         handlers = {"add": cmd_add, "cat": cmd_cat, "verify": cmd_verify,
-                    "status": cmd_status, "config": cmd_config}
+                    "status": cmd_status, "config": cmd_config, "id": cmd_id,
+                    "peers": cmd_peers}
         if args.command == "mount":
             return cmd_mount(cfg, args, global_args)
         if args.command == "umount":

@@ -45,6 +45,11 @@ class Config:
     gateway_url: str = ""
     gateway_timeout: float = 10.0
     gateway_retry_after: float = 2.0
+    # Peers: listen addresses, peers to keep connected to, bytes/s served (0: no limit).
+    p2p_enabled: bool = True
+    p2p_listen: tuple[str, ...] = ("/ip4/127.0.0.1/tcp/0",)
+    p2p_bootstrap: tuple[str, ...] = ()
+    p2p_bandwidth_limit: int = 0
 
     @property
     def log_file(self) -> Path:
@@ -53,6 +58,10 @@ class Config:
     @property
     def pid_file(self) -> Path:
         return self.home / "mount.pid"
+
+    @property
+    def control_socket(self) -> Path:
+        return self.home / "control.sock"
 
     @property
     def status_file(self) -> Path:
@@ -69,14 +78,18 @@ _KEYS = {
     "ipfs": {"api": "ipfs_api", "timeout": "ipfs_timeout", "retry_after": "ipfs_retry_after"},
     "gateway": {"url": "gateway_url", "timeout": "gateway_timeout",
                 "retry_after": "gateway_retry_after"},
+    "p2p": {"enabled": "p2p_enabled", "listen": "p2p_listen", "bootstrap": "p2p_bootstrap",
+            "bandwidth_limit": "p2p_bandwidth_limit"},
 }
 KINDS = ("peer", "ipfs", "gateway")
 
 
 def _check(name: str, value: Any, default: Any) -> Any:
     if isinstance(default, tuple):
-        if not isinstance(value, list) or any(v not in KINDS for v in value):
-            raise QuietError(f"config: {name} must be a list drawn from {list(KINDS)}")
+        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+            raise QuietError(f"config: {name} must be a list of strings")
+        if name == "chain.order" and any(v not in KINDS for v in value):
+            raise QuietError(f"config: {name} must be drawn from {list(KINDS)}")
         return tuple(value)
     if isinstance(default, float) and isinstance(value, int) and not isinstance(value, bool):
         value = float(value)

@@ -21,10 +21,18 @@ from pathlib import Path
 import pyfuse3
 import trio
 
+from casfs import control
 from casfs.config import Config
 from casfs.errors import QuietError
 from casfs.fs import Operations
-from casfs.services import housekeeping, open_node, sync_store, write_status
+from casfs.services import (
+    control_handler,
+    housekeeping,
+    open_node,
+    peer_node,
+    sync_store,
+    write_status,
+)
 from casfs.store import Store
 
 log = logging.getLogger(__name__)
@@ -107,7 +115,15 @@ async def serve(cfg: Config, mountpoint: Path, ready: Callable[[], None]) -> Non
         store = stack.enter_context(Store.open(cfg.home))
         services = await stack.enter_async_context(trio.open_nursery())
         stack.callback(services.cancel_scope.cancel)
-        node = await stack.enter_async_context(open_node(cfg, store, services))
+        peers = peer_node(cfg, store)
+        if peers is not None:
+            try:
+                await services.start(peers.run)
+            except (OSError, ValueError) as exc:
+                raise QuietError(f"peer network: cannot listen on "
+                                 f"{', '.join(cfg.p2p_listen)}: {exc}") from None
+        node = await stack.enter_async_context(open_node(cfg, store, services, peers))
+        await services.start(control.serve, cfg.control_socket, control_handler(node, peers))
         stack.push_async_callback(sync_store, store)
         ops = Operations(node.tree, node.reader)
         try:

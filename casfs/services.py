@@ -18,9 +18,11 @@ import trio
 from casfs.chain import ContentSource, DiscoveryChain
 from casfs.chain.gateway import GatewaySource
 from casfs.chain.ipfs import IPFSNodeSource
+from casfs.chain.peer import PeerSource
 from casfs.config import Config
 from casfs.dag import Dag
 from casfs.fetcher import BlockFetcher
+from casfs.p2p.node import P2PSettings, PeerNode
 from casfs.reader import ReadAhead, Reader
 from casfs.store import Store
 from casfs.tree import Tree
@@ -39,8 +41,11 @@ class Node:
     tree: Tree
 
 
-def build_sources(cfg: Config, store: Store) -> list[ContentSource]:
+def build_sources(cfg: Config, store: Store, peers: PeerNode | None = None
+                  ) -> list[ContentSource]:
     sources: list[ContentSource] = []
+    if peers is not None:
+        sources.append(PeerSource(peers))
     if cfg.ipfs_api:
         sources.append(IPFSNodeSource(cfg.ipfs_api, timeout=cfg.ipfs_timeout,
                                       retry_after=cfg.ipfs_retry_after))
@@ -51,9 +56,10 @@ def build_sources(cfg: Config, store: Store) -> list[ContentSource]:
 
 
 @asynccontextmanager
-async def open_node(cfg: Config, store: Store, nursery: trio.Nursery | None = None
-                    ) -> AsyncIterator[Node]:
-    chain = DiscoveryChain(build_sources(cfg, store), ttl=cfg.deadline, order=cfg.chain_order)
+async def open_node(cfg: Config, store: Store, nursery: trio.Nursery | None = None,
+                    peers: PeerNode | None = None) -> AsyncIterator[Node]:
+    chain = DiscoveryChain(build_sources(cfg, store, peers), ttl=cfg.deadline,
+                           order=cfg.chain_order)
     fetcher = BlockFetcher(store, chain if chain.sources else None)
     dag = Dag(fetcher, cfg.max_cached_nodes)
     readahead = None
@@ -64,6 +70,36 @@ async def open_node(cfg: Config, store: Store, nursery: trio.Nursery | None = No
         yield Node(cfg, store, chain, fetcher, dag, reader, Tree(store, dag, reader))
     finally:
         await chain.aclose()
+
+
+def peer_node(cfg: Config, store: Store) -> PeerNode | None:
+    if not cfg.p2p_enabled:
+        return None
+    return PeerNode(cfg.home, store, P2PSettings(
+        listen=cfg.p2p_listen, bootstrap=cfg.p2p_bootstrap,
+        bandwidth_limit=cfg.p2p_bandwidth_limit, ipfs_api=cfg.ipfs_api,
+        gateway_url=cfg.gateway_url))
+
+
+def control_handler(node: Node, peers: PeerNode | None):  # type: ignore[no-untyped-def]
+    """What the control socket answers (see casfs/control.py)."""
+
+    async def handle(request: dict[str, object]) -> dict[str, object]:
+        cmd = request.get("cmd")
+        if cmd == "status":
+            return {"sources": node.chain.stats()}
+        if peers is None:
+            raise RuntimeError("the peer network is off (p2p.enabled = false)")
+        if cmd in ("id", "peers"):
+            return peers.status()
+        if cmd == "connect":
+            addr = str(request.get("addr", ""))
+            peer = await peers.connect(addr)
+            peers.dial(addr)  # and keep it connected
+            return {"peer_id": peer}
+        raise ValueError(f"unknown command {cmd!r}")
+
+    return handle
 
 
 def write_status(node: Node) -> None:
