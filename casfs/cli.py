@@ -15,11 +15,10 @@ from typing import NoReturn
 
 import trio
 
-from casfs import __version__, config, control, mount
+from casfs import __version__, config, control
 from casfs import cid as cidmod
 from casfs.errors import BadName, BlockNotFound, CasfsError, DeadlineExceeded, QuietError
 from casfs.importer import Importer, total_bytes
-from casfs.services import open_node
 from casfs.store import Store
 from casfs.unixfs import Kind
 
@@ -137,6 +136,8 @@ def cmd_add(cfg: config.Config, args: argparse.Namespace) -> int:
 
 async def _cat(cfg: config.Config, store: Store, name: str, offset: int, length: int | None
                ) -> None:
+    from casfs.services import open_node  # the read stack, only for commands that read
+
     async with trio.open_nursery() as nursery, open_node(cfg, store, nursery) as node:
         tree, reader = node.tree, node.reader
         first, *rest = name.strip("/").split("/")
@@ -185,6 +186,8 @@ def cmd_cat(cfg: config.Config, args: argparse.Namespace) -> int:
 
 
 def cmd_mount(cfg: config.Config, args: argparse.Namespace, global_args: list[str]) -> int:
+    from casfs import mount  # pyfuse3 and py-libp2p load slowly; other commands skip them
+
     mountpoint = args.mountpoint.absolute()
     if args.foreground:
         if args.notify_fd is None:
@@ -232,12 +235,21 @@ def cmd_status(cfg: config.Config, args: argparse.Namespace) -> int:
         except (OSError, ValueError):
             pass
     facts["sources"] = sources
+    if pid is not None:
+        try:
+            p2p = control.call(cfg.home, {"cmd": "id"}, timeout=5)
+            facts["p2p"] = {k: p2p[k] for k in ("peer_id", "served_blocks", "served_bytes")}
+            facts["p2p"]["peers"] = len(p2p["peers"])
+        except (QuietError, KeyError, OSError):
+            pass
     if args.json:
         print(json.dumps(facts))
         return 0
     for key, value in facts.items():
-        if key != "sources":
+        if key not in ("sources", "p2p"):
             print(f"{key:12} {value}")
+    for key, value in facts.get("p2p", {}).items():
+        print(f"{key:12} {value}")
     if sources:
         print(f"{'source':40} {'hits':>7} {'bytes':>12} {'fails':>6} {'corrupt':>7} {'ms':>8}")
         for name, st in sources.items():
@@ -310,6 +322,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "mount":
             return cmd_mount(cfg, args, global_args)
         if args.command == "umount":
+            from casfs import mount
+
             mount.umount(cfg, args.mountpoint.absolute())
             return 0
         return handlers[args.command](cfg, args)

@@ -30,6 +30,9 @@ class Remote(Protocol):
     async def retrieve_range(self, root: bytes, offset: int, leaves: list[tuple[bytes, int]]
                              ) -> tuple[list[bytes], str]: ...
 
+    @property
+    def supports_ranges(self) -> bool: ...
+
 
 class BlockFetcher:
     def __init__(self, store: Store, remote: Remote | None = None,
@@ -93,16 +96,16 @@ class BlockFetcher:
             del self._inflight[cid]
             event.set()
 
-    async def ensure_range(self, root: bytes, run: list[tuple[bytes, int, int]]) -> None:
+    async def ensure_range(self, root: bytes, run: list[tuple[bytes, int, int]]) -> bool:
         """Fetch consecutive raw leaves [(cid, file offset, size)] of root in one request.
 
         Readers that want one of these leaves meanwhile wait for this fetch instead of starting
         their own; whatever it fails to bring, they then fetch block by block."""
-        if self.remote is None:
-            return
+        if self.remote is None or not self.remote.supports_ranges:
+            return False
         mine = [leaf for leaf in run if leaf[0] not in self._inflight]
         if not mine or mine != run[: len(mine)]:
-            return  # someone is already at the start of this run; leave it to them
+            return True  # someone is already at the start of this run; leave it to them
         event = trio.Event()
         for cid, _, _ in mine:
             self._inflight[cid] = event
@@ -115,8 +118,10 @@ class BlockFetcher:
                     self.store.put(cid, data, source)
 
             await trio.to_thread.run_sync(put_all)
+            return True
         except CasfsError as exc:
             log.debug("range fetch of %s failed: %s", cidmod.to_str(root), exc)
+            return False
         finally:
             for cid, _, _ in mine:
                 del self._inflight[cid]

@@ -221,9 +221,14 @@ def umount(cfg: Config, mountpoint: Path, timeout: float = 10.0) -> None:
     except (OSError, ValueError):
         return
     deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            return
+    while time.monotonic() < deadline and _running(pid):
         time.sleep(0.02)
+
+
+def _running(pid: int) -> bool:
+    """True while pid runs; a zombie no one has reaped yet has finished its teardown."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except (FileNotFoundError, IndexError):
+        return False

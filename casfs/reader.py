@@ -39,6 +39,7 @@ class ReadAhead:
         self.nursery = nursery
         self.window = window
         self._limiter = trio.CapacityLimiter(parallel)
+        self._block_limiter = trio.CapacityLimiter(16)
         self._last_end: LRUCache[bytes, int] = LRUCache(maxsize=1024)
         self._scheduled: LRUCache[bytes, int] = LRUCache(maxsize=1024)
 
@@ -87,10 +88,16 @@ class ReadAhead:
 
     async def _range(self, root: bytes, run: list[tuple[bytes, int, int]]) -> None:
         async with self._limiter:
-            await self.fetcher.ensure_range(root, run)
+            if await self.fetcher.ensure_range(root, run):
+                return
+        # No source sends ranges (peers send blocks): fetch the run block by block, in
+        # parallel, which also spreads it over several holders.
+        for bcid, _, _ in run:
+            if not self.fetcher.store.has(bcid):
+                self.nursery.start_soon(self._one, bcid)
 
     async def _one(self, bcid: bytes) -> None:
-        async with self._limiter:
+        async with self._block_limiter:
             try:
                 await self.fetcher.ensure_local(bcid)
             except Exception as exc:

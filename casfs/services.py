@@ -12,20 +12,22 @@ import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import trio
 
 from casfs.chain import ContentSource, DiscoveryChain
 from casfs.chain.gateway import GatewaySource
 from casfs.chain.ipfs import IPFSNodeSource
-from casfs.chain.peer import PeerSource
 from casfs.config import Config
 from casfs.dag import Dag
 from casfs.fetcher import BlockFetcher
-from casfs.p2p.node import P2PSettings, PeerNode
 from casfs.reader import ReadAhead, Reader
 from casfs.store import Store
 from casfs.tree import Tree
+
+if TYPE_CHECKING:
+    from casfs.p2p.node import PeerNode
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +47,8 @@ def build_sources(cfg: Config, store: Store, peers: PeerNode | None = None
                   ) -> list[ContentSource]:
     sources: list[ContentSource] = []
     if peers is not None:
+        from casfs.chain.peer import PeerSource
+
         sources.append(PeerSource(peers))
     if cfg.ipfs_api:
         sources.append(IPFSNodeSource(cfg.ipfs_api, timeout=cfg.ipfs_timeout,
@@ -75,6 +79,8 @@ async def open_node(cfg: Config, store: Store, nursery: trio.Nursery | None = No
 def peer_node(cfg: Config, store: Store) -> PeerNode | None:
     if not cfg.p2p_enabled:
         return None
+    from casfs.p2p.node import P2PSettings, PeerNode  # py-libp2p takes ~0.4 s to import
+
     return PeerNode(cfg.home, store, P2PSettings(
         listen=cfg.p2p_listen, bootstrap=cfg.p2p_bootstrap,
         bandwidth_limit=cfg.p2p_bandwidth_limit, ipfs_api=cfg.ipfs_api,

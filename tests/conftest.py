@@ -73,6 +73,15 @@ def casfs(home: Path) -> Casfs:
     return Casfs(home)
 
 
+def alive(pid: int) -> bool:
+    """True while pid runs; a zombie (nobody reaped it yet) counts as gone."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except (FileNotFoundError, IndexError):
+        return False
+
+
 def is_mounted(path: Path) -> bool:
     target = os.path.abspath(path)
     with open("/proc/self/mountinfo") as f:
@@ -97,11 +106,9 @@ class Mount:
             subprocess.run(["fusermount3", "-u", "-z", str(self.path)], check=False)
         deadline = time.monotonic() + 10
         while self.pid and time.monotonic() < deadline:
-            try:
-                os.kill(self.pid, 0)
-            except ProcessLookupError:
+            if not alive(self.pid):
                 break
-            time.sleep(0.05)
+            time.sleep(0.02)
         else:
             if self.pid:
                 os.kill(self.pid, signal.SIGKILL)

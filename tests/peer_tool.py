@@ -55,7 +55,8 @@ async def liar() -> None:
 
     async with host.run(listen_addrs=[multiaddr.Multiaddr("/ip4/127.0.0.1/tcp/0")]):
         host.set_stream_handler(TProtocol(PROTOCOL_ID), handle)
-        print(f"{host.get_addrs()[0]}/p2p/{host.get_id()}", flush=True)
+        addr = str(host.get_addrs()[0])
+        print(addr if "/p2p/" in addr else f"{addr}/p2p/{host.get_id()}", flush=True)
         await trio.sleep(LIFETIME)
 
 

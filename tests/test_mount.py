@@ -12,7 +12,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
-from conftest import Casfs, Mount, is_mounted, random_file
+from conftest import Casfs, Mount, alive, is_mounted, random_file
 
 pytestmark = pytest.mark.mount
 CHUNK = 262144
@@ -158,24 +158,11 @@ def test_signals_and_fusermount_unmount(casfs: Casfs, tmp_path: Path) -> None:
         else:
             os.kill(m.pid, getattr(signal, how))
         deadline = time.monotonic() + 10
-        while time.monotonic() < deadline and (is_mounted(mnt) or _alive(m.pid)):
+        while time.monotonic() < deadline and (is_mounted(mnt) or alive(m.pid)):
             time.sleep(0.05)
         assert not is_mounted(mnt), how
-        assert not _alive(m.pid), how
+        assert not alive(m.pid), how
     assert "Traceback" not in m.log()
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    # A zombie child of nobody we know is as good as gone.
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().split()[2] != "Z"
-    except FileNotFoundError:
-        return False
 
 
 def test_mount_cli_errors(casfs: Casfs, tmp_path: Path) -> None:
@@ -191,7 +178,7 @@ def test_mount_cli_errors(casfs: Casfs, tmp_path: Path) -> None:
         assert res.returncode != 0 and "already a mount point" in res.stderr
         os.kill(m.pid, signal.SIGKILL)  # leaves a stale mount behind
         deadline = time.monotonic() + 5
-        while time.monotonic() < deadline and _alive(m.pid):
+        while time.monotonic() < deadline and alive(m.pid):
             time.sleep(0.05)
         res = casfs.run("mount", mnt, check=False)
         assert res.returncode != 0 and "stale mount" in res.stderr, res.stderr

@@ -149,7 +149,11 @@ def test_lying_peer(nodes: Callable[..., Node], tmp_path: Path) -> None:
         f = random_file(tmp_path / "f", 12 * CHUNK + 5, seed=33)
         honest = nodes()
         (cid,) = honest.cli.add(f)
-        r = nodes(liar_addr, honest.addr)
+        r = nodes(liar_addr, deadline=4)
+        assert wait_for(lambda: connected(r, 1))
+        with pytest.raises(OSError):  # only the liar: nothing verifiable, so nothing at all
+            (r.path / cid).read_bytes()
+        r.cli.run("peers", "add", honest.addr)
         assert wait_for(lambda: connected(r, 2))
         time.sleep(CAPS_WAIT)
         assert (r.path / cid).read_bytes() == f.read_bytes()
@@ -186,3 +190,23 @@ def test_peers_add_and_cli(nodes: Callable[..., Node], tmp_path: Path) -> None:
     assert bad.returncode != 0 and len(bad.stderr.strip().splitlines()) == 1
     ident = a.id()
     assert str(ident["did"]).startswith("did:key:z6Mk")
+
+
+def test_swarm_spreads_and_wastes_nothing(nodes: Callable[..., Node], tmp_path: Path) -> None:
+    f = random_file(tmp_path / "f", 96 * CHUNK, seed=35)
+    holders = [nodes() for _ in range(3)]
+    for h in holders:
+        (cid,) = h.cli.add(f)
+    idle = nodes()  # connected, holds nothing
+    r = nodes(*(h.addr for h in holders), idle.addr)
+    assert wait_for(lambda: connected(r, 4))
+    time.sleep(CAPS_WAIT)
+    assert (r.path / cid).read_bytes() == f.read_bytes()
+    sent = [json.loads(h.cli.run("status", "--json").stdout)["p2p"]["served_bytes"]
+            for h in holders]
+    # Blocks were spread over the holders, and about one copy of each was sent in all
+    # (counted by the senders, so hedged requests that lost the race count too).
+    assert sum(1 for s in sent if s > 0) >= 2, sent
+    assert len(f.read_bytes()) <= sum(sent) <= 1.1 * len(f.read_bytes()) + CHUNK, sent
+    idle_sent = json.loads(idle.cli.run("status", "--json").stdout)["p2p"]["served_bytes"]
+    assert idle_sent == 0

@@ -88,6 +88,10 @@ class DiscoveryChain:
             raise DeadlineExceeded(f"{request.content_hash}: " + "; ".join(unsure))
         raise BlockNotFound(request.content_hash)
 
+    @property
+    def supports_ranges(self) -> bool:
+        return any(s.supports_ranges for s in self.sources)
+
     async def retrieve_range(self, root: bytes, offset: int, leaves: list[tuple[bytes, int]]
                              ) -> tuple[list[bytes], str]:
         """Leaf contents of a file range from the first range-capable source that has them.
