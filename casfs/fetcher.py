@@ -19,6 +19,7 @@ from casfs.errors import BlockCorrupt, BlockNotFound, CasfsError
 from casfs.store import Store
 
 log = logging.getLogger(__name__)
+THREAD_PUT = 64 << 10
 
 
 
@@ -88,7 +89,10 @@ class BlockFetcher:
             data, source = await self.remote.retrieve(cid)
             if not cidmod.verify(cid, data):  # sources verify too; this is the last gate
                 raise BlockCorrupt(f"{cidmod.to_str(cid)} from {source} failed verification")
-            self.store.put(cid, data, source)
+            if len(data) > THREAD_PUT:  # a file write of a big block would stall the loop
+                await trio.to_thread.run_sync(self.store.put, cid, data, source)
+            else:
+                self.store.put(cid, data, source)
         except CasfsError as exc:
             self._failed[cid] = exc
             raise

@@ -54,7 +54,8 @@ def build_sources(cfg: Config, store: Store, peers: PeerNode | None = None
         sources.append(IPFSNodeSource(cfg.ipfs_api, timeout=cfg.ipfs_timeout,
                                       retry_after=cfg.ipfs_retry_after))
     if cfg.gateway_url:
-        sources.append(GatewaySource(cfg.gateway_url, store.put, timeout=cfg.gateway_timeout,
+        sources.append(GatewaySource(cfg.gateway_url, store.put, store.drop, store.get,
+                                     timeout=cfg.gateway_timeout,
                                      retry_after=cfg.gateway_retry_after))
     return sources
 

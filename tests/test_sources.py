@@ -45,7 +45,7 @@ def test_reads_through_ipfs_link(casfs: Casfs, jsipfs: JsIpfs, tmp_path: Path,
 
 def test_reads_through_gateway_link_alone(casfs: Casfs, jsipfs: JsIpfs, tmp_path: Path,
                                           mount_factory: Callable[..., Mount]) -> None:
-    cid, data = only_in_ipfs(jsipfs, tmp_path, 5 * CHUNK + 3, seed=22)
+    cid, data = only_in_ipfs(jsipfs, tmp_path, 13 * CHUNK + 3, seed=22)  # > 2 MiB
     small, small_data = only_in_ipfs(jsipfs, tmp_path, 1000, seed=23)
     m = mount_factory(casfs, "--gateway", jsipfs.gateway_url)
     assert (m.path / cid).read_bytes() == data

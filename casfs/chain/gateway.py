@@ -12,6 +12,7 @@ import logging
 from collections.abc import Callable
 
 import httpx
+import trio
 
 from casfs import cid as cidmod
 from casfs.chain.backoff import Backoff
@@ -24,17 +25,22 @@ RAW_TYPE = "application/vnd.ipld.raw"
 MAX_BLOCK = 2 << 20  # no honest block is bigger (bitswap's limit)
 
 PutBlock = Callable[[bytes, bytes, str], object]
+DropBlock = Callable[[bytes], object]
+GetBlock = Callable[[bytes], bytes]
 
 
 class GatewaySource(ContentSource):
     kind = "gateway"
 
-    def __init__(self, url: str, put: PutBlock, timeout: float = 10.0,
-                 max_rebuild: int = 256 << 20, retry_after: float = 2.0) -> None:
+    def __init__(self, url: str, put: PutBlock, drop: DropBlock, get: GetBlock,
+                 timeout: float = 10.0, max_rebuild: int = 64 << 30,
+                 retry_after: float = 2.0) -> None:
         super().__init__()
         self.url = url.rstrip("/")
         self.name = f"gateway {self.url}"
         self.put = put
+        self.drop = drop
+        self.get = get
         self.max_rebuild = max_rebuild
         self.client = httpx.AsyncClient(timeout=httpx.Timeout(timeout), follow_redirects=True)
         self.backoff = Backoff(self.name, self.stats, log, first=retry_after)
@@ -45,12 +51,21 @@ class GatewaySource(ContentSource):
     async def retrieve(self, cid: bytes, request: P2PContentRequest) -> bytes:
         text = cidmod.to_str(cid)
         try:
-            data = await self._get(f"/ipfs/{text}?format=raw", {"Accept": RAW_TYPE}, MAX_BLOCK)
-            if cidmod.verify(cid, data):
-                return data
-            if cidmod.codec_of(cid) != cidmod.DAG_PB:
-                raise BlockCorrupt(f"{self.name}: block {text} does not match its hash")
-            return await self._rebuild(cid, text)
+            async with self.client.stream("GET", f"{self.url}/ipfs/{text}?format=raw",
+                                          headers={"Accept": RAW_TYPE}) as resp:
+                self.backoff.ok()
+                if resp.status_code in (404, 410):
+                    raise BlockNotFound(f"{self.name}: {resp.status_code}")
+                if resp.status_code != 200:
+                    raise SourceUnavailable(f"{self.name}: HTTP {resp.status_code}")
+                raw = resp.headers.get("content-type", "").startswith(RAW_TYPE)
+                if raw or cidmod.codec_of(cid) != cidmod.DAG_PB:
+                    data = await self._read_block(resp)
+                    if not cidmod.verify(cid, data):
+                        raise BlockCorrupt(f"{self.name}: block {text} does not match its hash")
+                    return data
+                # The gateway ignored the raw-block request and sent the file's content.
+                return await self._rebuild(cid, text, resp)
         except httpx.TimeoutException as exc:
             self.backoff.failed("timed out")
             raise SourceUnavailable(f"{self.name}: timed out") from exc
@@ -58,37 +73,36 @@ class GatewaySource(ContentSource):
             self.backoff.failed(type(exc).__name__)
             raise SourceUnavailable(f"{self.name}: {type(exc).__name__}") from exc
 
-    async def _get(self, path: str, headers: dict[str, str], limit: int) -> bytes:
-        async with self.client.stream("GET", self.url + path, headers=headers) as resp:
-            self.backoff.ok()
-            if resp.status_code in (404, 410):
-                raise BlockNotFound(f"{self.name}: {resp.status_code}")
-            if resp.status_code != 200:
-                raise SourceUnavailable(f"{self.name}: HTTP {resp.status_code}")
-            chunks = []
-            size = 0
-            async for chunk in resp.aiter_bytes():
-                size += len(chunk)
-                if size > limit:
-                    raise BlockCorrupt(f"{self.name}: response larger than {limit} bytes")
-                chunks.append(chunk)
-            return b"".join(chunks)
+    async def _read_block(self, resp: httpx.Response) -> bytes:
+        chunks = []
+        size = 0
+        async for chunk in resp.aiter_bytes():
+            size += len(chunk)
+            if size > MAX_BLOCK:
+                raise BlockCorrupt(f"{self.name}: a block larger than {MAX_BLOCK} bytes")
+            chunks.append(chunk)
+        return b"".join(chunks)
 
-    async def _rebuild(self, cid: bytes, text: str) -> bytes:
-        """Fetch the file and accept it only if it rebuilds into exactly this CID."""
-        blocks: dict[bytes, bytes] = {}
-        builder = FileBuilder(blocks.__setitem__)
-        async with self.client.stream("GET", f"{self.url}/ipfs/{text}") as resp:
-            if resp.status_code != 200:
-                raise BlockNotFound(f"{self.name}: HTTP {resp.status_code}")
-            async for chunk in resp.aiter_bytes(1 << 20):
-                builder.write(chunk)
-                if builder.size > self.max_rebuild:
-                    raise SourceUnavailable(f"{self.name}: file too large to verify by rebuild")
-        root, _, _ = builder.finish()
+    async def _rebuild(self, cid: bytes, text: str, resp: httpx.Response) -> bytes:
+        """Accept the file only if it rebuilds into exactly this CID.
+
+        Every block the rebuild makes hashes to its own CID, so it may go to the store as it
+        is made (in a worker thread: hashing and writing hundreds of MiB would stall reads);
+        if the root does not match, they are dropped again."""
+        made: list[bytes] = []
+
+        def put(block_cid: bytes, data: bytes) -> None:
+            made.append(block_cid)
+            self.put(block_cid, data, self.name)
+
+        builder = FileBuilder(put)
+        async for chunk in resp.aiter_bytes(1 << 20):
+            await trio.to_thread.run_sync(builder.write, chunk)
+            if builder.size > self.max_rebuild:
+                raise SourceUnavailable(f"{self.name}: file too large to verify by rebuild")
+        root, _, _ = await trio.to_thread.run_sync(builder.finish)
         if root != cid:
+            for block_cid in made:
+                self.drop(block_cid)
             raise BlockCorrupt(f"{self.name}: content of {text} does not rebuild into its CID")
-        for block_cid, data in blocks.items():
-            if block_cid != cid:
-                self.put(block_cid, data, self.name)
-        return blocks[cid]
+        return self.get(cid)

@@ -76,16 +76,17 @@ class Reader:
         if not _HEAD.size <= size <= MAX_FRAME:
             raise ProtocolError(f"frame length {size} out of bounds")
         await self._fill(_LEN.size + size)
-        frame = bytes(self.buf[_LEN.size : _LEN.size + size])
-        del self.buf[: _LEN.size + size]
-        kind, hlen = _HEAD.unpack_from(frame)
+        kind, hlen = _HEAD.unpack_from(self.buf, _LEN.size)
         if hlen > min(MAX_HEADER, size - _HEAD.size):
             raise ProtocolError("header length out of bounds")
+        start = _LEN.size + _HEAD.size
         try:
             mtype = Msg(kind)
-            header = json.loads(frame[_HEAD.size : _HEAD.size + hlen]) if hlen else {}
+            header = json.loads(self.buf[start : start + hlen]) if hlen else {}
         except (ValueError, UnicodeDecodeError) as exc:
             raise ProtocolError(f"bad message: {exc}") from None
         if not isinstance(header, dict):
             raise ProtocolError("header is not an object")
-        return Message(mtype, header, frame[_HEAD.size + hlen :])
+        body = bytes(self.buf[start + hlen : _LEN.size + size])  # the one copy out
+        del self.buf[: _LEN.size + size]
+        return Message(mtype, header, body)
