@@ -12,6 +12,7 @@ from typing import Any
 
 import multiaddr
 import trio
+from cachetools import LRUCache
 from libp2p import new_host
 from libp2p.crypto.x25519 import create_new_key_pair as create_x25519
 from libp2p.custom_types import TProtocol
@@ -24,8 +25,10 @@ from libp2p.security.noise.transport import PROTOCOL_ID as NOISE_ID
 from libp2p.security.noise.transport import Transport as NoiseTransport
 from libp2p.tools.anyio_service import background_trio_service
 
+from casfs import cid as cidmod
 from casfs.p2p import identity
 from casfs.p2p.bloom import Bloom
+from casfs.p2p.bridge import IpfsPubsubBridge
 from casfs.p2p.client import Client, PeerUnavailable
 from casfs.p2p.config import (
     CAPS_REFRESH,
@@ -53,6 +56,7 @@ class P2PSettings:
     bandwidth_limit: int = 0
     ipfs_api: str = ""
     gateway_url: str = ""
+    bridge: bool = True  # relay announcements to and from the IPFS node's pubsub
 
 
 class PeerNode:
@@ -77,6 +81,10 @@ class PeerNode:
         self._nursery: trio.Nursery | None = None
         self.pubsub: Pubsub | None = None
         self.announcements: list[dict[str, Any]] = []
+        self._seen: LRUCache[tuple[str, str], bool] = LRUCache(maxsize=4096)
+        self.bridge: IpfsPubsubBridge | None = None
+        if settings.ipfs_api and settings.bridge:
+            self.bridge = IpfsPubsubBridge(_api_url(settings.ipfs_api), TOPIC)
 
     # -- lifecycle --------------------------------------------------------------------------
 
@@ -97,6 +105,8 @@ class PeerNode:
                 self._refresh_bloom()
                 nursery.start_soon(self._receive_announcements, subscription)
                 nursery.start_soon(self._maintain)
+                if self.bridge is not None:
+                    nursery.start_soon(self.bridge.run, self._from_ipfs)
                 for addr in self.settings.bootstrap:
                     self.dial(addr)
                 log.info("peer %s listening on %s", self.peer_id, ", ".join(self.addrs()))
@@ -223,33 +233,61 @@ class PeerNode:
         return since
 
     async def announce(self, cid: bytes, size: int) -> None:
-        from casfs import cid as cidmod
-
         note = {"type": "new-content", "cid": cidmod.to_str(cid), "size": size,
                 "sender": self.peer_id, "did": self.did}
+        self._seen[(note["cid"], self.peer_id)] = True
+        await self._publish(note)
+
+    async def _publish(self, note: dict[str, Any]) -> None:
         if self.pubsub is not None:
             await self.pubsub.publish(TOPIC, json.dumps(note).encode())
+        if self.bridge is not None:
+            await self.bridge.publish(note)
 
     async def _receive_announcements(self, subscription: Any) -> None:
         while True:
             msg = await subscription.get()
             try:
                 note = json.loads(msg.data)
-                sender = str(note["sender"])
-                cid = str(note["cid"])
-            except (ValueError, KeyError, TypeError):
+            except ValueError:
                 continue
-            if sender == self.peer_id:
-                continue
-            self.announcements = (self.announcements + [note])[-256:]
-            state = self.peers.get(sender)
-            if state is not None:
-                state.announced[cid] = time.time()
-            log.info("peer %s announced %s (%s bytes)", sender, cid, note.get("size"))
+            if isinstance(note, dict) and self._note(note) and self.bridge is not None:
+                await self.bridge.publish(note)  # gossipsub -> IPFS pubsub
+
+    async def _from_ipfs(self, note: dict[str, Any]) -> None:
+        if self._note(note) and self.pubsub is not None:  # IPFS pubsub -> gossipsub
+            await self.pubsub.publish(TOPIC, json.dumps(note).encode())
+
+    def _note(self, note: dict[str, Any]) -> bool:
+        """Record an announcement; False if it is ours or was seen already (no echo loops)."""
+        try:
+            sender = str(note["sender"])
+            cid = str(note["cid"])
+        except (KeyError, TypeError):
+            return False
+        if sender == self.peer_id or (cid, sender) in self._seen:
+            return False
+        self._seen[(cid, sender)] = True
+        self.announcements = (self.announcements + [note])[-256:]
+        state = self.peers.get(sender)
+        if state is not None:
+            state.announced[cid] = time.time()
+        log.info("peer %s announced %s (%s bytes)", sender, cid, note.get("size"))
+        return True
 
     def status(self) -> dict[str, Any]:
         return {"peer_id": self.peer_id, "did": self.did, "addrs": self.addrs(),
                 "served_blocks": self.server.served_blocks,
                 "served_bytes": self.server.served_bytes,
                 "peers": [p.as_dict() for p in self.peers.values()],
-                "announcements": self.announcements[-32:]}
+                "announcements": self.announcements[-32:],
+                "ipfs_pubsub": None if self.bridge is None else
+                {"sent": self.bridge.sent, "received": self.bridge.received}}
+
+
+def _api_url(api: str) -> str:
+    """http://host:port of an /ip4/H/tcp/P/http multiaddr (or a URL, unchanged)."""
+    parts = api.strip("/").split("/")
+    if len(parts) >= 4 and parts[2] == "tcp":
+        return f"http://{parts[1]}:{parts[3]}"
+    return api
