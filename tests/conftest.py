@@ -153,6 +153,16 @@ def mount_factory(tmp_path: Path) -> Iterator[Callable[..., Mount]]:
         assert "Traceback" not in m.log(), m.log()
 
 
+def wait_for(cond: Callable[[], bool], timeout: float = 15.0) -> bool:
+    """Poll cond until it holds or timeout passes (bounded: never loops forever)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if cond():
+            return True
+        time.sleep(0.1)
+    return False
+
+
 def random_file(path: Path, size: int, seed: int = 0) -> Path:
     import random
 

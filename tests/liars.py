@@ -16,17 +16,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import TracebackType
 
 
-class _Server:
-    def __init__(self, handler: type[BaseHTTPRequestHandler]) -> None:
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), handler)
-        self.httpd.daemon_threads = True
-        self.httpd.owner = self  # type: ignore[attr-defined]
-        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
-        self.requests = 0
-
-    @property
-    def port(self) -> int:
-        return self.httpd.server_address[1]
+class _Addresses:
+    port: int
 
     @property
     def url(self) -> str:
@@ -35,6 +26,19 @@ class _Server:
     @property
     def multiaddr(self) -> str:
         return f"/ip4/127.0.0.1/tcp/{self.port}/http"
+
+
+class _Server(_Addresses):
+    def __init__(self, handler: type[BaseHTTPRequestHandler]) -> None:
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        self.httpd.daemon_threads = True
+        self.httpd.owner = self  # type: ignore[attr-defined]
+        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+        self.requests = 0
+
+    @property
+    def port(self) -> int:  # type: ignore[override]
+        return self.httpd.server_address[1]
 
     def __enter__(self) -> _Server:
         self.thread.start()
@@ -94,7 +98,7 @@ class Proxy(_Server):
         return data
 
 
-class Silent:
+class Silent(_Addresses):
     """Accepts connections and reads requests, never answers."""
 
     def __init__(self) -> None:
@@ -106,16 +110,8 @@ class Silent:
         self.thread = threading.Thread(target=self._accept, daemon=True)
 
     @property
-    def port(self) -> int:
+    def port(self) -> int:  # type: ignore[override]
         return self.sock.getsockname()[1]
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    @property
-    def multiaddr(self) -> str:
-        return f"/ip4/127.0.0.1/tcp/{self.port}/http"
 
     def _accept(self) -> None:
         self.sock.settimeout(0.2)

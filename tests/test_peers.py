@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from conftest import Casfs, Mount, random_file
+from conftest import Casfs, Mount, random_file, wait_for
 
 pytestmark = pytest.mark.mount
 CHUNK = 262144
@@ -64,14 +64,6 @@ def nodes(tmp_path: Path) -> Iterator[Callable[..., Node]]:
     for node in made:
         assert "Traceback" not in node.mount.log(), node.mount.log()
 
-
-def wait_for(cond: Callable[[], bool], timeout: float = 15.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if cond():
-            return True
-        time.sleep(0.1)
-    return False
 
 
 def connected(node: Node, n: int) -> bool:
