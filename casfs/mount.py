@@ -109,6 +109,21 @@ async def _watch_signals(on_signal: Callable[[], None]) -> None:
             return
 
 
+async def _when_serving(mountpoint: Path, read_ahead_kb: int, ready: Callable[[], None]
+                        ) -> None:
+    """Once the kernel has finished its INIT handshake, raise readahead, then report ready.
+
+    Written before INIT completes, read_ahead_kb is cut back to the 128 KiB the kernel offered
+    at mount time. A stat of the mount root returns only after INIT (it is served by the loop
+    that main() runs, so it has to wait in a thread)."""
+    try:
+        await trio.to_thread.run_sync(os.stat, mountpoint, abandon_on_cancel=True)
+        set_read_ahead(mountpoint, read_ahead_kb)
+    except OSError as exc:
+        log.warning("the new mount does not answer: %s", exc)
+    ready()
+
+
 async def serve(cfg: Config, mountpoint: Path, ready: Callable[[], None]) -> None:
     """Mount and serve until unmounted or signalled. Teardown runs in reverse order."""
     async with AsyncExitStack() as stack:
@@ -136,7 +151,6 @@ async def serve(cfg: Config, mountpoint: Path, ready: Callable[[], None]) -> Non
             pyfuse3.close(unmount=not unmounted)
 
         stack.callback(close)
-        set_read_ahead(mountpoint, cfg.read_ahead_kb)
         cfg.pid_file.write_text(f"{os.getpid()}\n")
         stack.callback(lambda: cfg.pid_file.unlink(missing_ok=True))
         stack.callback(lambda: cfg.status_file.unlink(missing_ok=True))
@@ -144,9 +158,9 @@ async def serve(cfg: Config, mountpoint: Path, ready: Callable[[], None]) -> Non
         await services.start(housekeeping, node)
         log.info("mounted %s on %s (sources: %s)", cfg.home, mountpoint,
                  ", ".join(s.name for s in node.chain.sources) or "local only")
-        ready()
         async with trio.open_nursery() as nursery:
             nursery.start_soon(_watch_signals, pyfuse3.terminate)
+            nursery.start_soon(_when_serving, mountpoint, cfg.read_ahead_kb, ready)
             await pyfuse3.main(min_tasks=1, max_tasks=cfg.max_tasks)
             # main() also returns when someone ran fusermount3 -u; then nothing is mounted.
             unmounted = _device_of(mountpoint) is None

@@ -62,6 +62,15 @@ def test_read_with_ordinary_tools(casfs: Casfs, mount: Mount, data: Path, tmp_pa
     assert {big_cid, dir_cid} <= roots
 
 
+def test_kernel_readahead_is_raised(mount: Mount) -> None:
+    from casfs.mount import _device_of
+
+    dev = _device_of(mount.path)
+    if os.getuid() != 0:
+        pytest.fail("CI runs as root; raising read_ahead_kb needs root")
+    assert Path(f"/sys/class/bdi/{dev}/read_ahead_kb").read_text().strip() == "1024"
+
+
 def test_xattrs(casfs: Casfs, mount: Mount, data: Path) -> None:
     (cid,) = casfs.add(data / "big")
     out = sh("getfattr", "-d", mount.path / cid).stdout.decode()
