@@ -10,14 +10,13 @@ the read.
 from __future__ import annotations
 
 import logging
-import os
 
 import trio
 from cachetools import LRUCache
 
 from casfs import cid as cidmod
 from casfs.dag import Dag
-from casfs.errors import BlockCorrupt, BlockNotFound
+from casfs.errors import BlockCorrupt
 from casfs.fetcher import BlockFetcher
 from casfs.store import blockfile
 
@@ -121,51 +120,28 @@ class Reader:
         if self.readahead is not None and filesize:
             self.readahead.after_read(cid, offset, size, filesize)
         spans = await self.dag.spans(cid, offset, size)
-        fds = await self._open_all(spans)
-        try:
-            total = sum(length for _, _, length in spans)
-            buf = self._buf if total <= len(self._buf) else bytearray(total)
-            view = memoryview(buf)
-            pos = 0
-            for (bcid, start, length), fd in zip(spans, fds, strict=True):
-                if fd < 0:
-                    view[pos : pos + length] = cidmod.identity_data(bcid)[start : start + length]
-                else:
-                    try:
-                        blockfile.read_into(fd, view[pos : pos + length], start, self._scratch)
-                    except BlockCorrupt:
-                        # Never serve it; drop it so the next read fetches a good copy.
-                        self.store.drop(bcid)
-                        raise
-                pos += length
-            return view[:total]
-        finally:
-            for fd in fds:
-                if fd >= 0:
-                    os.close(fd)
-
-    async def _open_all(self, spans: list[tuple[bytes, int, int]]) -> list[int]:
-        fds: list[int] = []
-        missing: list[int] = []
-        try:
-            for i, (bcid, _, _) in enumerate(spans):
-                if cidmod.identity_data(bcid) is not None:
-                    fds.append(-1)
-                    continue
+        missing = [bcid for bcid, _, _ in spans
+                   if cidmod.identity_data(bcid) is None and not self.store.has(bcid)]
+        if missing:
+            async with trio.open_nursery() as nursery:
+                for bcid in missing:
+                    nursery.start_soon(self.fetcher.ensure_local, bcid)
+        # From here on no await: the cached fds and the shared buffer stay ours.
+        total = sum(length for _, _, length in spans)
+        buf = self._buf if total <= len(self._buf) else bytearray(total)
+        view = memoryview(buf)
+        pos = 0
+        for bcid, start, length in spans:
+            inline = cidmod.identity_data(bcid)
+            if inline is not None:
+                view[pos : pos + length] = inline[start : start + length]
+            else:
                 try:
-                    fds.append(self.store.open_block(bcid))
-                except BlockNotFound:
-                    fds.append(-1)
-                    missing.append(i)
-            if missing:
-                async with trio.open_nursery() as nursery:
-                    for i in missing:
-                        nursery.start_soon(self.fetcher.ensure_local, spans[i][0])
-                for i in missing:
-                    fds[i] = self.store.open_block(spans[i][0])
-        except BaseException:
-            for fd in fds:
-                if fd >= 0:
-                    os.close(fd)
-            raise
-        return fds
+                    blockfile.read_into(self.store.block_fd(bcid), view[pos : pos + length],
+                                        start, self._scratch)
+                except BlockCorrupt:
+                    # Never serve it; drop it so the next read fetches a good copy.
+                    self.store.drop(bcid)
+                    raise
+            pos += length
+        return view[:total]
