@@ -29,214 +29,68 @@ from __future__ import annotations
 import argparse
 import contextlib
 import ctypes.util
-import hashlib
 import json
-import mmap
 import os
-import re
-import shutil
-import signal
-import statistics
 import subprocess
 import sys
-import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-HERE = Path(__file__).resolve().parent
-REPO = HERE.parent
-sys.path.insert(0, str(REPO / "tests"))
+from benchlib import (
+    CACHE_DIR,
+    CASFS_EXE,
+    MiB,
+    BenchError,
+    Metric,
+    attempt,
+    casfs_mount,
+    casfs_unmount,
+    check_system,
+    fusermount_u,
+    io_timeout,
+    is_mounted,
+    log,
+    log_tail,
+    mount_pid,
+    parse_size,
+    prefault,
+    PREFAULT_MARGIN,
+    print_ruled_table,
+    reap,
+    run_checked,
+    scratch_dir,
+    sha256_file,
+    start_fuse_child,
+    stop_all,
+    timed_dd,
+    UNMOUNT_TIMEOUT_S,
+    venv_install,
+    write_random,
+)
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 
 from jsipfs import JsIpfs, JsIpfsError  # noqa: E402  (tests/ is not a package)
 
-MiB = 1 << 20
-GiB = 1 << 30
-CASFS_EXE = REPO / ".venv" / "bin" / "casfs"
-CACHE_DIR = Path.home() / ".cache" / "casfs-bench"
 ANCHOR_VENV = CACHE_DIR / "ipfs-api-mount-venv"
 ANCHOR_PACKAGE = "ipfs-api-mount==0.4.1"  # the version FACTS.md measured
 ANCHOR_FILE_NAME = "data.bin"
-SCRATCH_PARENT = Path("/var/tmp")
 
 MOUNT_TIMEOUT_S = 60.0
-UNMOUNT_TIMEOUT_S = 30.0
-PIP_TIMEOUT_S = 600.0
 APT_TIMEOUT_S = 600.0
 STATUS_WAIT_S = 5.0  # the mount publishes its statistics every second
-POLL_S = 0.05
-MIN_IO_TIMEOUT_S = 120.0
-# A read slower than this (bytes/s) is treated as hung; the gateway path may be slow, so low.
-MIN_IO_RATE = 5e6
-PREFAULT_MARGIN = 64 * MiB
-WRITE_CHUNK = 4 * MiB
-
-
-class BenchError(RuntimeError):
-    """A measurement or setup step failed."""
-
-
-# --------------------------------------------------------------------------- small helpers
-
-
-def io_timeout(nbytes: int) -> float:
-    return max(MIN_IO_TIMEOUT_S, nbytes / MIN_IO_RATE)
-
-
-def run_checked(
-    cmd: list[str], timeout: float, env: dict[str, str] | None = None
-) -> subprocess.CompletedProcess[str]:
-    try:
-        res = subprocess.run(
-            cmd,
-            timeout=timeout,
-            text=True,
-            capture_output=True,
-            env=env,
-            stdin=subprocess.DEVNULL,
-            check=False,
-        )
-    except subprocess.TimeoutExpired as exc:
-        raise BenchError(f"timed out after {timeout:.0f}s: {' '.join(cmd[:4])}") from exc
-    if res.returncode != 0:
-        err = (res.stderr or res.stdout or "").strip()[-800:]
-        raise BenchError(f"exit {res.returncode}: {' '.join(cmd[:4])}: {err}")
-    return res
-
-
-def wait_until(cond: Callable[[], bool], timeout: float, step: float = POLL_S) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if cond():
-            return True
-        time.sleep(step)
-    return cond()
-
-
-def pid_alive(pid: int) -> bool:
-    """True if pid exists and is not a zombie."""
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            state = f.read().rsplit(")", 1)[1].split()[0]
-    except (OSError, IndexError):
-        return False
-    return state != "Z"
-
-
-def cmdline_has(pid: int, word: bytes) -> bool:
-    # Guards against signalling a recycled PID that is no longer our process.
-    try:
-        return word in Path(f"/proc/{pid}/cmdline").read_bytes()
-    except OSError:
-        return False
-
-
-def stop_pid(pid: int, word: bytes, timeout: float) -> None:
-    """Wait for a mount process to exit after unmount; SIGTERM, then SIGKILL, if it lingers."""
-    if wait_until(lambda: not pid_alive(pid), timeout):
-        return
-    for sig in (signal.SIGTERM, signal.SIGKILL):
-        if not cmdline_has(pid, word):
-            return
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, sig)
-        if wait_until(lambda: not pid_alive(pid), 5.0):
-            return
-    raise BenchError(f"process {pid} did not exit")
-
-
-def proc_meminfo_kb() -> dict[str, int]:
-    with open("/proc/meminfo") as f:
-        return {line.split(":")[0]: int(line.split()[1]) for line in f}
-
-
-def prefault(nbytes: int) -> None:
-    """Touch, then free, nbytes of anonymous memory right before a timed read.
-
-    On this VM, guest memory that has been free for a few seconds is handed back to the host,
-    and the first touch of such a page is slow (see scripts/bench_local.py). A FUSE read fills
-    fresh page-cache pages (and casfs writes its store), while curl to /dev/null does not, so
-    without this the ratio would depend on how long the machine had been idle. Done before every
-    timed read, the baseline's included, so all sides start alike.
-    """
-    avail = proc_meminfo_kb().get("MemAvailable", 0) * 1024
-    nbytes = min(nbytes, max(0, avail - GiB))
-    if nbytes <= 0:
-        return
-    flags = mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS | mmap.MAP_POPULATE
-    with mmap.mmap(-1, nbytes, flags=flags):
-        pass
-
-
-def write_random(path: Path, size: int) -> str:
-    """Write size random bytes; returns their sha256 (to check what the mounts return)."""
-    digest = hashlib.sha256()
-    with open(path, "wb") as f:
-        for _ in range(size // WRITE_CHUNK + 1):
-            n = min(WRITE_CHUNK, size - f.tell())
-            if n <= 0:
-                break
-            chunk = os.urandom(n)
-            digest.update(chunk)
-            f.write(chunk)
-    return digest.hexdigest()
-
-
-def sha256_file(path: Path, limit_s: float) -> str:
-    digest = hashlib.sha256()
-    buf = bytearray(MiB)
-    view = memoryview(buf)
-    deadline = time.monotonic() + limit_s
-    with open(path, "rb", buffering=0) as f:
-        while n := f.readinto(buf):
-            digest.update(view[:n])
-            if time.monotonic() > deadline:
-                raise BenchError(f"hashing {path} took over {limit_s:.0f}s")
-    return digest.hexdigest()
+# Reads slower than benchlib.MIN_IO_RATE (5 MB/s) count as hung; the gateway path may be slow.
 
 
 # --------------------------------------------------------------------------- mounts
-
-
-def _unescape_mountinfo(text: str) -> str:
-    # mountinfo escapes space, tab, newline and backslash as \ooo octal
-    return re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), text)
-
-
-def fuse_mount_points() -> list[str]:
-    points = []
-    with open("/proc/self/mountinfo") as f:
-        for line in f:
-            left, _, right = line.partition(" - ")
-            if right.split()[0].startswith("fuse"):
-                points.append(_unescape_mountinfo(left.split()[4]))
-    return points
-
-
-def is_mounted(mnt: Path) -> bool:
-    return str(mnt) in fuse_mount_points()
-
-
-def fusermount_u(mnt: Path) -> None:
-    """Unmount, retrying while busy (a reader may just be closing); lazy as the last resort."""
-    for _ in range(20):
-        if not is_mounted(mnt):
-            return
-        res = subprocess.run(
-            ["fusermount3", "-u", str(mnt)], capture_output=True, timeout=30, check=False
-        )
-        if res.returncode == 0:
-            return
-        time.sleep(0.25)
-    subprocess.run(["fusermount3", "-u", "-z", str(mnt)], capture_output=True, timeout=30)
 
 
 @dataclass
 class Mount:
     path: Path
     pid: int
-    word: bytes  # a word of the process's command line, checked before signalling it
     log: Path
     proc: subprocess.Popen[bytes] | None = None
     env: dict[str, str] = field(default_factory=dict)
@@ -264,30 +118,14 @@ class Mounts:
         home.mkdir()
         env = {**os.environ, "CASFS_HOME": str(home)}
         log = self.scratch / f"casfs-{label}-{self.count}.log"
-        # Output goes to a file, not a pipe: the daemon would inherit the pipe and keep it open.
-        with open(log, "w") as logf:
-            try:
-                res = subprocess.run(
-                    [str(CASFS_EXE), "mount", *link_args, str(mnt)],
-                    env=env,
-                    stdin=subprocess.DEVNULL,
-                    stdout=logf,
-                    stderr=subprocess.STDOUT,
-                    timeout=MOUNT_TIMEOUT_S,
-                    check=False,
-                )
-                code: int | str = res.returncode
-            except subprocess.TimeoutExpired:
-                code = "timeout"
-        pid = 0
-        with contextlib.suppress(OSError, ValueError, IndexError):
-            pid = int((home / "mount.pid").read_text().split()[0])
-        mount = Mount(mnt, pid, b"casfs", log, env=env)
+        code = casfs_mount(mnt, env, log, MOUNT_TIMEOUT_S, link_args)
+        mount = Mount(mnt, mount_pid(home), log, env=env)
         self.live.append(mount)
         try:
             if code != 0 or not is_mounted(mnt):
-                tail = log.read_text(errors="replace")[-800:]
-                raise BenchError(f"casfs mount {' '.join(link_args)} failed ({code}): {tail}")
+                raise BenchError(
+                    f"casfs mount {' '.join(link_args)} failed ({code}): {log_tail(log)}"
+                )
             yield mount
         finally:
             self.stop(mount)
@@ -298,21 +136,10 @@ class Mounts:
         mnt = self.new_point("anchor")
         log = self.scratch / f"anchor-{self.count}.log"
         cmd = [str(exe), "--api-host", "127.0.0.1", "--api-port", str(api_port), root, str(mnt)]
-        with open(log, "w") as logf:
-            proc = subprocess.Popen(
-                cmd,
-                stdin=subprocess.DEVNULL,
-                stdout=logf,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
-        mount = Mount(mnt, proc.pid, b"ipfs-api-mount", log, proc=proc)
+        proc = start_fuse_child(cmd, mnt, log, MOUNT_TIMEOUT_S, new_session=True)
+        mount = Mount(mnt, proc.pid, log, proc=proc)
         self.live.append(mount)
         try:
-            ready = wait_until(lambda: is_mounted(mnt) or proc.poll() is not None, MOUNT_TIMEOUT_S)
-            if not ready or proc.poll() is not None:
-                tail = log.read_text(errors="replace")[-800:]
-                raise BenchError(f"ipfs-api-mount did not mount (exit {proc.poll()}): {tail}")
             # The root's stat returns only once the daemon answers, so the read starts warm-free.
             run_checked(["stat", "-c", "%i", str(mnt)], MOUNT_TIMEOUT_S)
             yield mount
@@ -323,34 +150,14 @@ class Mounts:
         if mount not in self.live:
             return
         self.live.remove(mount)
-        if mount.proc is None and is_mounted(mount.path):
-            with open(mount.log, "a") as logf, contextlib.suppress(subprocess.TimeoutExpired):
-                subprocess.run(
-                    [str(CASFS_EXE), "umount", str(mount.path)],
-                    env=mount.env,
-                    stdin=subprocess.DEVNULL,
-                    stdout=logf,
-                    stderr=subprocess.STDOUT,
-                    timeout=UNMOUNT_TIMEOUT_S,
-                    check=False,
-                )
-        fusermount_u(mount.path)  # a no-op when `casfs umount` worked
-        if mount.proc is not None:
-            try:
-                mount.proc.wait(timeout=UNMOUNT_TIMEOUT_S)
-            except subprocess.TimeoutExpired:
-                mount.proc.kill()
-                mount.proc.wait(timeout=10)
-        elif mount.pid > 0:
-            stop_pid(mount.pid, mount.word, UNMOUNT_TIMEOUT_S)
+        if mount.proc is None:
+            casfs_unmount(mount.path, mount.env, mount.log, mount.pid)
+        else:
+            fusermount_u(mount.path)
+            reap(mount.proc, UNMOUNT_TIMEOUT_S)
 
     def cleanup(self) -> None:
-        for mount in list(self.live):
-            with contextlib.suppress(Exception):
-                self.stop(mount)
-        for point in fuse_mount_points():
-            if point.startswith(str(self.scratch) + "/"):
-                subprocess.run(["fusermount3", "-u", "-z", point], capture_output=True, timeout=30)
+        stop_all(self.live, self.stop, self.scratch)
 
 
 # --------------------------------------------------------------------------- measurements
@@ -382,33 +189,6 @@ def timed_cat(api_url: str, cid: str, nbytes: int) -> float:
     return nbytes / seconds / 1e6
 
 
-def timed_dd(path: Path, nbytes: int) -> float:
-    """Sequential read with 1 MiB reads; returns wall-clock MB/s (timed like the curl)."""
-    prefault(2 * nbytes + PREFAULT_MARGIN)
-    start = time.perf_counter()
-    try:
-        res = subprocess.run(
-            ["dd", f"if={path}", "of=/dev/null", "bs=1M"],
-            timeout=io_timeout(nbytes),
-            text=True,
-            capture_output=True,
-            env={**os.environ, "LC_ALL": "C"},
-            stdin=subprocess.DEVNULL,
-            check=False,
-        )
-    except subprocess.TimeoutExpired as exc:
-        raise BenchError(f"dd of {path.name} took over {io_timeout(nbytes):.0f}s") from exc
-    seconds = time.perf_counter() - start
-    if res.returncode != 0:
-        # dd's first line names the file and the errno, which is all a reader needs.
-        first = (res.stderr.strip().splitlines() or ["(no output)"])[0]
-        raise BenchError(f"dd exit {res.returncode}: {first.replace(str(path.parent) + '/', '')}")
-    match = re.search(r"(\d+) bytes .* copied", res.stderr)
-    if not match or int(match.group(1)) != nbytes:
-        raise BenchError(f"dd of {path} did not read {nbytes} bytes: {res.stderr.strip()!r}")
-    return nbytes / seconds / 1e6
-
-
 def casfs_sources(mount: Mount, nbytes: int) -> dict[str, object]:
     """`casfs status --json` sources, once the mount has published the whole read (≤ 5 s)."""
     sources: dict[str, object] = {}
@@ -436,17 +216,8 @@ def prepare_anchor() -> Path:
     Returns the path of its `ipfs-api-mount` script. Raises BenchError saying why not.
     """
     exe = ANCHOR_VENV / "bin" / "ipfs-api-mount"
-    py = ANCHOR_VENV / "bin" / "python"
     if not exe.exists():
-        CACHE_DIR.mkdir(parents=True, exist_ok=True)
-        if not py.exists():
-            # The base interpreter, not this venv's: the anchor must not see casfs's packages.
-            base = Path(sys.base_prefix) / "bin" / "python3"
-            run_checked([str(base), "-m", "venv", str(ANCHOR_VENV)], 120)
-        run_checked(
-            [str(py), "-m", "pip", "install", "-q", "--disable-pip-version-check", ANCHOR_PACKAGE],
-            PIP_TIMEOUT_S,
-        )
+        venv_install(ANCHOR_VENV, [ANCHOR_PACKAGE])
     if not exe.exists():
         raise BenchError(f"pip installed {ANCHOR_PACKAGE} but {exe} is missing")
     # fusepy loads libfuse 2 (libfuse.so.2) by ctypes; Debian's fuse3 does not bring it.
@@ -475,16 +246,6 @@ def prepare_anchor() -> Path:
 
 
 # --------------------------------------------------------------------------- the benchmark
-
-
-@dataclass
-class Metric:
-    title: str
-    target: str
-    threshold: float | None  # ratio to reach; None: reported, not judged
-    values: list[float] = field(default_factory=list)
-    errors: list[str] = field(default_factory=list)
-    checked: str = ""  # what the content check said
 
 
 @dataclass
@@ -556,15 +317,6 @@ def setup_anchor(b: Bench, data: Path) -> None:
         b.dir_cid = b.node.add_path(wrap)
     except (BenchError, JsIpfsError, OSError) as exc:
         b.anchor_skip = f"not measured: {exc}"
-
-
-def attempt(metric: Metric, run: int, fn: Callable[..., object], *fargs: object) -> None:
-    """Run one measurement; a failure is recorded in its row and the benchmark goes on."""
-    try:
-        fn(*fargs)
-    except (BenchError, JsIpfsError, OSError, ValueError) as exc:
-        metric.errors.append(f"run {run + 1}: {exc}")
-        print(f"  {metric.title}: run {run + 1} failed: {exc}", file=sys.stderr)
 
 
 def fmt(value: float) -> str:

@@ -60,6 +60,9 @@ class ContentSource(ABC):
 
     kind: str = "local"  # "local", "peer", "ipfs" or "gateway": what preferred_sources names
     name: str = "local"
+    # True for sources that check every block against its CID themselves (to know whom to
+    # blame); the chain then does not hash it a second time.
+    verifies: bool = False
 
     def __init__(self) -> None:
         self.stats = SourceStats()

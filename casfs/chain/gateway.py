@@ -31,6 +31,7 @@ GetBlock = Callable[[bytes], bytes]
 
 class GatewaySource(ContentSource):
     kind = "gateway"
+    verifies = True
 
     def __init__(self, url: str, put: PutBlock, drop: DropBlock, get: GetBlock,
                  timeout: float = 10.0, max_rebuild: int = 64 << 30,

@@ -30,6 +30,7 @@ warnings.filterwarnings("ignore", message="The 'strict' parameter", category=Fut
 
 class IPFSNodeSource(ContentSource):
     kind = "ipfs"
+    verifies = True
 
     def __init__(self, api: str, timeout: float = 10.0, workers: int = 8,
                  retry_after: float = 2.0) -> None:

@@ -31,6 +31,7 @@ HEDGE_MAX = 2.0
 
 class PeerSource(ContentSource):
     kind = "peer"
+    verifies = True
     name = "peers"
 
     def __init__(self, node: PeerNode) -> None:
