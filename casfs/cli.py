@@ -80,6 +80,14 @@ def build_parser() -> Parser:
 
     sub.add_parser("config", help="print the effective configuration")
 
+    pn = sub.add_parser("pin", help="pin content (fetch all of it, never evict it)")
+    pn.add_argument("name", help="CID, sha256 or CID/path")
+    pn.add_argument("--no-wait", action="store_true", help="return before the pin is complete")
+    un = sub.add_parser("unpin", help="remove a pin")
+    un.add_argument("name")
+    ps = sub.add_parser("pins", help="list pins")
+    ps.add_argument("--json", action="store_true")
+
     i = sub.add_parser("id", help="this node's peer id, did:key and listen addresses")
     i.add_argument("--json", action="store_true")
 
@@ -302,6 +310,78 @@ def cmd_peers(cfg: config.Config, args: argparse.Namespace) -> int:
     return 0
 
 
+def _offline_cid(store: Store, name: str) -> bytes:
+    async def resolve() -> bytes:
+        from casfs.services import open_node
+
+        async with open_node(config.load(store.home), store) as node:
+            first, *rest = name.strip("/").split("/")
+            cid = await node.tree.resolve_root_name(first)
+            for part in rest:
+                cid = await node.tree.child(cid, part)
+            return cid
+
+    try:
+        return trio.run(resolve)
+    except (BadName, BlockNotFound):
+        raise QuietError(f"{name}: not found in the local store") from None
+
+
+def cmd_pin(cfg: config.Config, args: argparse.Namespace) -> int:
+    try:
+        reply = control.call(cfg.home, {"cmd": "pin", "name": args.name})
+    except QuietError as exc:
+        if "no casfs mount is running" not in str(exc):
+            raise
+        with Store.open(cfg.home) as store:  # recorded now, fetched by the next mount
+            cid = _offline_cid(store, args.name)
+            store.index.add_pin(cid)
+        print(f"pinned {cidmod.to_str(cid)} (completes when a mount is running)")
+        return 0
+    cid = reply["cid"]
+    if not args.no_wait:
+        bar = _Progress(0)
+        bar.on = sys.stderr.isatty()
+        deadline = time.monotonic() + 24 * 3600
+        while time.monotonic() < deadline:
+            state = control.call(cfg.home, {"cmd": "pin_progress", "name": cid})
+            if not state["pinned"] or state["complete"]:
+                break
+            bar.total = max(state["known"], 1)
+            bar(state["done"] - bar.done)
+            time.sleep(0.2)
+        bar.close()
+    print(f"pinned {cid}")
+    return 0
+
+
+def cmd_unpin(cfg: config.Config, args: argparse.Namespace) -> int:
+    try:
+        reply = control.call(cfg.home, {"cmd": "unpin", "name": args.name})
+        removed, cid = reply["removed"], reply["cid"]
+    except QuietError as exc:
+        if "no casfs mount is running" not in str(exc):
+            raise
+        with Store.open(cfg.home) as store:
+            raw = _offline_cid(store, args.name)
+            removed, cid = store.index.remove_pin(raw), cidmod.to_str(raw)
+    if not removed:
+        raise QuietError(f"{cid} was not pinned")
+    print(f"unpinned {cid}")
+    return 0
+
+
+def cmd_pins(cfg: config.Config, args: argparse.Namespace) -> int:
+    with Store.open(cfg.home) as store:
+        pins = [{"cid": cidmod.to_str(c), "complete": done, "reason": reason}
+                for c, done, reason in store.index.pins()]
+    if args.json:
+        print(json.dumps(pins))
+    for p in [] if args.json else pins:
+        print(f"{p['cid']}  {'complete' if p['complete'] else 'fetching'}  {p['reason']}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     debug = "--debug" in argv
@@ -318,7 +398,8 @@ def main(argv: list[str] | None = None) -> int:
             global_args += ["--config", str(args.config)]
         handlers = {"add": cmd_add, "cat": cmd_cat, "verify": cmd_verify,
                     "status": cmd_status, "config": cmd_config, "id": cmd_id,
-                    "peers": cmd_peers}
+                    "peers": cmd_peers, "pin": cmd_pin, "unpin": cmd_unpin,
+                    "pins": cmd_pins}
         if args.command == "mount":
             return cmd_mount(cfg, args, global_args)
         if args.command == "umount":

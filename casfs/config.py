@@ -45,6 +45,16 @@ class Config:
     gateway_url: str = ""
     gateway_timeout: float = 10.0
     gateway_retry_after: float = 2.0
+    # Disk quota for the store in bytes (0: none) and how to choose what to evict.
+    quota_bytes: int = 0
+    cache_strategy: str = "lru"  # "lru", "trust-based" or "predictive"
+    memory_cache_bytes: int = 64 << 20  # verified remote blocks kept in memory
+    # Pinning policy (the seed's PinningPolicy and CollaborativePinning).
+    auto_pin_trust_threshold: float = 0.0  # 0: off; else pin what peers this trusted announce
+    recent_access_window: float = 0.0  # seconds; 0: off; else pin files read within it
+    collaborative: bool = False
+    min_peers: int = 2
+    trust_required: float = 0.5
     # Peers: listen addresses, peers to keep connected to, bytes/s served (0: no limit).
     p2p_enabled: bool = True
     p2p_listen: tuple[str, ...] = ("/ip4/127.0.0.1/tcp/0",)
@@ -72,7 +82,12 @@ class Config:
 _KEYS = {
     "mount": {"read_ahead_kb": "read_ahead_kb", "max_tasks": "max_tasks",
               "readahead_bytes": "readahead_bytes"},
-    "cache": {"max_cached_nodes": "max_cached_nodes"},
+    "cache": {"max_cached_nodes": "max_cached_nodes", "quota_bytes": "quota_bytes",
+              "strategy": "cache_strategy", "memory_bytes": "memory_cache_bytes"},
+    "pinning": {"auto_pin_trust_threshold": "auto_pin_trust_threshold",
+                "recent_access_window": "recent_access_window",
+                "collaborative": "collaborative", "min_peers": "min_peers",
+                "trust_required": "trust_required"},
     "log": {"level": "log_level"},
     "chain": {"order": "chain_order", "deadline": "deadline"},
     "ipfs": {"api": "ipfs_api", "timeout": "ipfs_timeout", "retry_after": "ipfs_retry_after"},
@@ -119,4 +134,8 @@ def load(home: Path | None = None, path: Path | None = None, **overrides: Any) -
                 name = allowed[key]
                 values[name] = _check(f"{section}.{key}", value, defaults[name])
     values.update({k: v for k, v in overrides.items() if v is not None})
+    strategy = values.get("cache_strategy", cfg.cache_strategy)
+    if strategy not in ("lru", "trust-based", "predictive"):
+        raise QuietError(f"config: cache.strategy must be lru, trust-based or predictive, "
+                         f"not {strategy!r}")
     return replace(cfg, **values)

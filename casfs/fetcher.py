@@ -12,7 +12,7 @@ import time
 from typing import Protocol
 
 import trio
-from cachetools import TTLCache
+from cachetools import LRUCache, TTLCache
 
 from casfs import cid as cidmod
 from casfs.errors import BlockCorrupt, BlockNotFound, CasfsError
@@ -37,20 +37,41 @@ class Remote(Protocol):
 
 class BlockFetcher:
     def __init__(self, store: Store, remote: Remote | None = None,
-                 failure_ttl: float = 2.0) -> None:
+                 failure_ttl: float = 2.0, memory_bytes: int = 64 << 20) -> None:
         self.store = store
         self.remote = remote
+        # Verified blocks from outside, hot in memory: readers right behind a fetch (and DAG
+        # nodes) get them without a file read.
+        self.memory: LRUCache[bytes, bytes] = LRUCache(maxsize=max(memory_bytes, 1),
+                                                       getsizeof=len)
+        self.memory_hits = 0
+        self.memory_misses = 0
         self._inflight: dict[bytes, trio.Event] = {}
         # A fetch that just failed fails again at once for a moment: when readahead fails the
         # kernel retries page by page, and each retry would otherwise wait a whole deadline.
         self._failed: TTLCache[bytes, BaseException] = TTLCache(
             maxsize=65536, ttl=failure_ttl, timer=time.monotonic)
 
+    def cached(self, cid: bytes) -> bytes | None:
+        data = self.memory.get(cid)
+        if data is None:
+            self.memory_misses += 1
+        else:
+            self.memory_hits += 1
+        return data
+
+    def remember(self, cid: bytes, data: bytes) -> None:
+        if len(data) <= self.memory.maxsize // 4:
+            self.memory[cid] = data
+
     def local(self, cid: bytes) -> bytes | None:
-        """The block from the store, or None if it is not there (or damaged, then dropped)."""
+        """The block from memory or the store; None if absent (or damaged, then dropped)."""
         inline = cidmod.identity_data(cid)
         if inline is not None:
             return inline
+        data = self.memory.get(cid)
+        if data is not None:
+            return data
         try:
             return self.store.get(cid)
         except BlockNotFound:
@@ -89,6 +110,7 @@ class BlockFetcher:
             # Verified by the chain (DiscoveryChain.retrieve checks every block against its
             # CID before returning it): hashing 256 KiB again here cost ~8% of a peer read.
             data, source = await self.remote.retrieve(cid)
+            self.remember(cid, data)
             if len(data) > THREAD_PUT:  # a file write of a big block would stall the loop
                 await trio.to_thread.run_sync(self.store.put, cid, data, source)
             else:
@@ -120,6 +142,9 @@ class BlockFetcher:
             def put_all() -> None:  # writing MiBs of block files would stall the event loop
                 for (cid, _, _), data in zip(mine, datas, strict=True):
                     self.store.put(cid, data, source)
+
+            for (cid, _, _), data in zip(mine, datas, strict=True):
+                self.remember(cid, data)
 
             await trio.to_thread.run_sync(put_all)
             return True

@@ -6,6 +6,7 @@ from __future__ import annotations
 import errno
 import logging
 import os
+from collections import Counter
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -24,9 +25,10 @@ from casfs.inodes import ROOT, Inode, InodeTable
 from casfs.reader import Reader
 from casfs.tree import Tree
 from casfs.unixfs import Kind
+from casfs.xattrs import PREFIX as XATTR_PREFIX
+from casfs.xattrs import XattrError, Xattrs
 
 log = logging.getLogger(__name__)
-XATTR_PREFIX = "user.cas."
 _WRITE_FLAGS = os.O_WRONLY | os.O_RDWR | os.O_TRUNC | os.O_APPEND | os.O_CREAT
 
 
@@ -68,6 +70,10 @@ async def translated(what: str, missing: int = errno.ENOENT, unreachable: int = 
         raise pyfuse3.FUSEError(code) from None
 
 
+def _xattr_errno(exc: XattrError) -> int:
+    return pyfuse3.ENOATTR if exc.errno == errno.ENODATA else exc.errno
+
+
 def _is_unreachable(exc: BaseException) -> bool:
     if isinstance(exc, BaseExceptionGroup):
         return all(_is_unreachable(e) for e in exc.exceptions)
@@ -79,12 +85,15 @@ class Operations(pyfuse3.Operations):
     enable_writeback_cache = False
     enable_acl = False
 
-    def __init__(self, tree: Tree, reader: Reader) -> None:
+    def __init__(self, tree: Tree, reader: Reader, xattrs: Xattrs | None = None) -> None:
         super().__init__()
         self.tree = tree
         self.reader = reader
+        self.xattrs = xattrs or Xattrs(tree)
         self.inodes = InodeTable()
         self._dirs: dict[int, list[tuple[bytes, bytes]]] = {}
+        # CIDs of files open right now: eviction leaves their blocks alone.
+        self.open_files: Counter[bytes] = Counter()
         self._next_fh = 1
 
     def _inode(self, ino: int) -> Inode:
@@ -152,6 +161,7 @@ class Operations(pyfuse3.Operations):
             raise pyfuse3.FUSEError(errno.EROFS)
         if node.kind == Kind.DIRECTORY:
             raise pyfuse3.FUSEError(errno.EISDIR)
+        self.open_files[node.cid] += 1
         return pyfuse3.FileInfo(fh=inode, keep_cache=True)
 
     async def read(self, fh: int, off: int, size: int) -> memoryview | bytes:
@@ -161,7 +171,11 @@ class Operations(pyfuse3.Operations):
             return await self.reader.read(node.cid, off, size, node.size)
 
     async def release(self, fh: int) -> None:
-        pass
+        node = self.inodes.get(fh)
+        if node is not None:
+            self.open_files[node.cid] -= 1
+            if self.open_files[node.cid] <= 0:
+                del self.open_files[node.cid]
 
     async def readlink(self, inode: int, ctx: pyfuse3.RequestContext) -> bytes:
         node = self._inode(inode)
@@ -186,42 +200,41 @@ class Operations(pyfuse3.Operations):
         data.f_namemax = 255
         return data
 
-    # Extended attributes: user.cas.* facts about content.
+    # Extended attributes: user.cas.* (casfs/xattrs.py).
 
-    async def getxattr(self, inode: int, name: bytes, ctx: pyfuse3.RequestContext) -> bytes:
+    def _xattr_node(self, inode: int, name: bytes) -> tuple[Inode, str]:
         key = os.fsdecode(name)
         if inode == ROOT or not key.startswith(XATTR_PREFIX):
             raise pyfuse3.FUSEError(pyfuse3.ENOATTR)
-        node = self._inode(inode)
-        key = key[len(XATTR_PREFIX):]
-        if key == "cid":
-            return cidmod.to_str(node.cid).encode()
-        if key == "size":
-            return str(node.size).encode()
-        if key == "type":
-            return node.kind.name.lower().encode()
-        if key == "source":
-            async with translated("source", missing=errno.EIO):
-                return (await self.tree.sources(node.cid, node.size)).encode()
-        if key == "sha256" and node.kind == Kind.FILE:
-            async with translated("sha256", missing=errno.EIO):
-                return (await self.tree.sha256(node.cid, node.size)).hex().encode()
-        raise pyfuse3.FUSEError(pyfuse3.ENOATTR)
+        return self._inode(inode), key[len(XATTR_PREFIX):]
+
+    async def getxattr(self, inode: int, name: bytes, ctx: pyfuse3.RequestContext) -> bytes:
+        node, key = self._xattr_node(inode, name)
+        async with translated(f"getxattr {key}", missing=errno.EIO):
+            try:
+                return await self.xattrs.get(node, key)
+            except XattrError as exc:
+                raise pyfuse3.FUSEError(_xattr_errno(exc)) from None
 
     async def listxattr(self, inode: int, ctx: pyfuse3.RequestContext) -> list[bytes]:
         if inode == ROOT:
             return []
-        names = ["cid", "size", "type", "source"]
-        if self._inode(inode).kind == Kind.FILE:
-            names.append("sha256")
-        return [(XATTR_PREFIX + n).encode() for n in names]
+        return [n.encode() for n in self.xattrs.names(self._inode(inode))]
 
     async def setxattr(self, inode: int, name: bytes, value: bytes,
                        ctx: pyfuse3.RequestContext) -> None:
-        raise pyfuse3.FUSEError(errno.ENOTSUP)
+        node, key = self._xattr_node(inode, name)
+        try:
+            self.xattrs.set(node, key, value)
+        except XattrError as exc:
+            raise pyfuse3.FUSEError(_xattr_errno(exc)) from None
 
     async def removexattr(self, inode: int, name: bytes, ctx: pyfuse3.RequestContext) -> None:
-        raise pyfuse3.FUSEError(errno.ENOTSUP)
+        node, key = self._xattr_node(inode, name)
+        try:
+            self.xattrs.remove(node, key)
+        except XattrError as exc:
+            raise pyfuse3.FUSEError(_xattr_errno(exc)) from None
 
     # Content-addressed and immutable: every change is refused.
 

@@ -17,14 +17,23 @@ import time
 from collections.abc import Callable
 from contextlib import AsyncExitStack
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pyfuse3
 import trio
 
+if TYPE_CHECKING:
+    from casfs.p2p.node import PeerNode
+
+from casfs import cid as cidmod
 from casfs import control
+from casfs.cache.evictor import Evictor
+from casfs.cache.policy import POLICIES
 from casfs.config import Config
 from casfs.errors import QuietError
 from casfs.fs import Operations
+from casfs.pinning import Pinner
+from casfs.pinpolicy import PinPolicy
 from casfs.services import (
     control_handler,
     housekeeping,
@@ -34,6 +43,7 @@ from casfs.services import (
     write_status,
 )
 from casfs.store import Store
+from casfs.xattrs import Xattrs
 
 log = logging.getLogger(__name__)
 READY_TIMEOUT = 30.0
@@ -109,6 +119,31 @@ async def _watch_signals(on_signal: Callable[[], None]) -> None:
             return
 
 
+def _pin_handler(cfg: Config, pinner: Pinner):  # type: ignore[no-untyped-def]
+    """Whether to keep a replica a peer asks for: only for peers we trust enough."""
+
+    def handle(peer: str, trust: float, cid: bytes) -> tuple[bool, str]:
+        if trust < cfg.trust_required:
+            return False, "not trusted enough"
+        pinner.pin(cid, reason="peer")
+        return True, "pinned"
+
+    return handle
+
+
+def _trust(peers: PeerNode | None):  # type: ignore[no-untyped-def]
+    """Trust in a block's source, for the trust-based eviction policy."""
+    defaults = {"local": 1.0, "ipfs": 0.8, "gateway": 0.5, "peers": 0.5}
+
+    def trust(source: str) -> float:
+        if source.startswith("peer ") and peers is not None:
+            state = peers.peers.get(source[5:])
+            return state.trust if state is not None else 0.3
+        return defaults.get(source.split(" ", 1)[0], 0.5)
+
+    return trust
+
+
 async def _when_serving(mountpoint: Path, read_ahead_kb: int, ready: Callable[[], None]
                         ) -> None:
     """Once the kernel has finished its INIT handshake, raise readahead, then report ready.
@@ -138,9 +173,17 @@ async def serve(cfg: Config, mountpoint: Path, ready: Callable[[], None]) -> Non
                 raise QuietError(f"peer network: cannot listen on "
                                  f"{', '.join(cfg.p2p_listen)}: {exc}") from None
         node = await stack.enter_async_context(open_node(cfg, store, services, peers))
-        await services.start(control.serve, cfg.control_socket, control_handler(node, peers))
+        pinner = Pinner(store, node.dag, node.fetcher, services)
+        pinner.resume()
+        policy = PinPolicy(cfg, pinner, node.access, peers)
+        if peers is not None:
+            peers.pin_handler = _pin_handler(cfg, pinner)
+        await services.start(control.serve, cfg.control_socket,
+                             control_handler(node, peers, pinner))
         stack.push_async_callback(sync_store, store)
-        ops = Operations(node.tree, node.reader)
+        ops = Operations(node.tree, node.reader, Xattrs(node.tree, pinner, peers))
+        evictor = Evictor(store, node.dag, POLICIES[cfg.cache_strategy](), cfg.quota_bytes,
+                          lambda: ops.open_files, node.access, _trust(peers))
         try:
             pyfuse3.init(ops, str(mountpoint), fuse_options())
         except RuntimeError as exc:
@@ -154,8 +197,14 @@ async def serve(cfg: Config, mountpoint: Path, ready: Callable[[], None]) -> Non
         cfg.pid_file.write_text(f"{os.getpid()}\n")
         stack.callback(lambda: cfg.pid_file.unlink(missing_ok=True))
         stack.callback(lambda: cfg.status_file.unlink(missing_ok=True))
-        write_status(node)
-        await services.start(housekeeping, node)
+        def status() -> dict[str, object]:
+            return {"eviction": evictor.stats.as_dict(), "quota_bytes": cfg.quota_bytes,
+                    "strategy": cfg.cache_strategy,
+                    "pinned_bytes": store.index.pinned_bytes(),
+                    "replicas": {cidmod.to_str(c): len(p) for c, p in policy.replicas.items()}}
+
+        write_status(node, status())
+        await services.start(housekeeping, node, [evictor.enforce, policy.step], status)
         log.info("mounted %s on %s (sources: %s)", cfg.home, mountpoint,
                  ", ".join(s.name for s in node.chain.sources) or "local only")
         async with trio.open_nursery() as nursery:

@@ -15,6 +15,7 @@ import trio
 from cachetools import LRUCache
 
 from casfs import cid as cidmod
+from casfs.cache.access import AccessModel
 from casfs.dag import Dag
 from casfs.errors import BlockCorrupt
 from casfs.fetcher import BlockFetcher
@@ -104,9 +105,10 @@ class ReadAhead:
 
 
 class Reader:
-    def __init__(self, dag: Dag, fetcher: BlockFetcher, readahead: ReadAhead | None = None
-                 ) -> None:
+    def __init__(self, dag: Dag, fetcher: BlockFetcher, readahead: ReadAhead | None = None,
+                 access: AccessModel | None = None) -> None:
         self.readahead = readahead
+        self.access = access
         self.dag = dag
         self.fetcher = fetcher
         self.store = fetcher.store
@@ -120,8 +122,11 @@ class Reader:
         if self.readahead is not None and filesize:
             self.readahead.after_read(cid, offset, size, filesize)
         spans = await self.dag.spans(cid, offset, size)
-        missing = [bcid for bcid, _, _ in spans
-                   if cidmod.identity_data(bcid) is None and not self.store.has(bcid)]
+        if self.access is not None:
+            self.access.on_read(cid, offset, size, [cidmod.multihash_of(b) for b, _, _ in spans])
+        memory = self.fetcher.memory
+        missing = [bcid for bcid, _, _ in spans if bcid not in memory and
+                   cidmod.identity_data(bcid) is None and not self.store.has(bcid)]
         if missing:
             async with trio.open_nursery() as nursery:
                 for bcid in missing:
@@ -132,7 +137,7 @@ class Reader:
         view = memoryview(buf)
         pos = 0
         for bcid, start, length in spans:
-            inline = cidmod.identity_data(bcid)
+            inline = cidmod.identity_data(bcid) or self.fetcher.cached(bcid)
             if inline is not None:
                 view[pos : pos + length] = inline[start : start + length]
             else:

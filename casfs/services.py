@@ -9,13 +9,15 @@ from __future__ import annotations
 import json
 import logging
 import os
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import trio
 
+from casfs import cid as cidmod
+from casfs.cache.access import AccessModel
 from casfs.chain import ContentSource, DiscoveryChain
 from casfs.chain.gateway import GatewaySource
 from casfs.chain.ipfs import IPFSNodeSource
@@ -28,6 +30,7 @@ from casfs.tree import Tree
 
 if TYPE_CHECKING:
     from casfs.p2p.node import PeerNode
+    from casfs.pinning import Pinner
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +44,7 @@ class Node:
     dag: Dag
     reader: Reader
     tree: Tree
+    access: AccessModel
 
 
 def build_sources(cfg: Config, store: Store, peers: PeerNode | None = None
@@ -65,14 +69,16 @@ async def open_node(cfg: Config, store: Store, nursery: trio.Nursery | None = No
                     peers: PeerNode | None = None) -> AsyncIterator[Node]:
     chain = DiscoveryChain(build_sources(cfg, store, peers), ttl=cfg.deadline,
                            order=cfg.chain_order)
-    fetcher = BlockFetcher(store, chain if chain.sources else None)
+    fetcher = BlockFetcher(store, chain if chain.sources else None,
+                           memory_bytes=cfg.memory_cache_bytes)
     dag = Dag(fetcher, cfg.max_cached_nodes)
     readahead = None
     if nursery is not None and chain.sources and cfg.readahead_bytes:
         readahead = ReadAhead(dag, fetcher, nursery, cfg.readahead_bytes)
-    reader = Reader(dag, fetcher, readahead)
+    access = AccessModel()
+    reader = Reader(dag, fetcher, readahead, access)
     try:
-        yield Node(cfg, store, chain, fetcher, dag, reader, Tree(store, dag, reader))
+        yield Node(cfg, store, chain, fetcher, dag, reader, Tree(store, dag, reader), access)
     finally:
         await chain.aclose()
 
@@ -88,13 +94,32 @@ def peer_node(cfg: Config, store: Store) -> PeerNode | None:
         gateway_url=cfg.gateway_url))
 
 
-def control_handler(node: Node, peers: PeerNode | None):  # type: ignore[no-untyped-def]
+def control_handler(node: Node, peers: PeerNode | None,  # type: ignore[no-untyped-def]
+                    pinner: Pinner | None = None):
     """What the control socket answers (see casfs/control.py)."""
+
+    async def resolve(name: object) -> bytes:
+        first, *rest = str(name).strip("/").split("/")
+        cid = await node.tree.resolve_root_name(first)
+        for part in rest:
+            cid = await node.tree.child(cid, part)
+        return cid
 
     async def handle(request: dict[str, object]) -> dict[str, object]:
         cmd = request.get("cmd")
         if cmd == "status":
             return {"sources": node.chain.stats()}
+        if cmd in ("pin", "unpin", "pin_progress") and pinner is not None:
+            cid = await resolve(request.get("name", ""))
+            if cmd == "pin":
+                return {"cid": cidmod.to_str(cid), "new": pinner.pin(cid)}
+            if cmd == "unpin":
+                return {"cid": cidmod.to_str(cid), "removed": pinner.unpin(cid)}
+            state = pinner.state(cid)
+            return {"cid": cidmod.to_str(cid), "pinned": state is not None,
+                    "done": state.done if state else 0, "known": state.known if state else 0,
+                    "complete": bool(state and state.complete) or
+                    node.store.index.pin_state(cid) is True}
         if peers is None:
             raise RuntimeError("the peer network is off (p2p.enabled = false)")
         if cmd in ("id", "peers"):
@@ -109,21 +134,39 @@ def control_handler(node: Node, peers: PeerNode | None):  # type: ignore[no-unty
     return handle
 
 
-def write_status(node: Node) -> None:
-    facts = {"pid": os.getpid(), "sources": node.chain.stats()}
+def write_status(node: Node, extra: dict[str, object] | None = None) -> None:
+    f = node.fetcher
+    cache = {"memory_bytes": f.memory.currsize, "memory_hits": f.memory_hits,
+             "memory_misses": f.memory_misses,
+             "hit_rate": round(f.memory_hits / max(f.memory_hits + f.memory_misses, 1), 3)}
+    facts = {"pid": os.getpid(), "sources": node.chain.stats(), "cache": cache,
+             **(extra or {})}
     tmp = node.cfg.status_file.with_suffix(".tmp")
     tmp.write_text(json.dumps(facts))
     os.replace(tmp, node.cfg.status_file)
 
 
-async def housekeeping(node: Node, every: float = 1.0,
+Step = Callable[[], Awaitable[None]]
+
+
+async def housekeeping(node: Node, steps: list[Step], status: Callable[[], dict[str, object]],
+                       every: float = 1.0,
                        task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-    """Make fetched blocks durable and visible in the index; publish source statistics."""
+    """Every second: make fetched blocks durable and visible in the index, save access times,
+    run the given steps (eviction, pinning policy), publish statistics."""
     task_status.started()
     while True:
         await trio.sleep(every)
         await sync_store(node.store)
-        write_status(node)
+        atimes = node.access.take_atimes()
+        if atimes:
+            node.store.index.touch(atimes)
+        for step in steps:
+            try:
+                await step()
+            except Exception:  # one failing policy must not stop durability and the rest
+                log.exception("housekeeping step %s failed", getattr(step, "__name__", step))
+        write_status(node, status())
 
 
 async def sync_store(store: Store) -> None:

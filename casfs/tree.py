@@ -89,6 +89,20 @@ class Tree:
                 counts[source] = counts.get(source, 0) + 1
         return ", ".join(f"{s}: {n}" for s, n in sorted(counts.items())) or "unknown"
 
+    async def local_blocks(self, cid: bytes, size: int) -> tuple[int, int]:
+        """(blocks held, blocks known) under cid, walking only nodes already local."""
+        have = total = 0
+        stack = [cid]
+        while stack and total < 10_000_000:
+            c = stack.pop()
+            total += 1
+            if not self.store.has(c):
+                continue
+            have += 1
+            if cidmod.codec_of(c) == cidmod.DAG_PB:
+                stack.extend(link.cid for link in (await self.dag.entry(c)).node.links)
+        return have, total
+
     async def sha256(self, cid: bytes, size: int) -> bytes:
         """sha256 of a file's whole content: recorded at add, else computed once and recorded."""
         row = self.store.index.content(cid)

@@ -73,7 +73,7 @@ def verify(store: Store, repair: bool = False) -> Report:
             log.warning("bad block file %s", path)
             if repair:
                 os.unlink(path)
-                store.index.forget_block(mh)
+                store.index.forget_blocks([mh])
     for row in store.index.roots():
         if _missing_under(store, row.cid):
             report.incomplete.append(cidmod.to_str(row.cid))

@@ -81,6 +81,11 @@ class ContentSource(ABC):
         `offset` of root, each verified against its CID; raises like retrieve()."""
         raise SourceUnavailable(f"{self.name} cannot send ranges")
 
+    def origin(self, cid: bytes) -> str:
+        """Where this source got cid from, for provenance and trust (a peer source names the
+        peer)."""
+        return self.name
+
     def usable(self) -> bool:
         return self.stats.down_until <= time.monotonic()
 

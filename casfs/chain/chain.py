@@ -83,7 +83,7 @@ class DiscoveryChain:
                 unsure.append(f"{source.name}: corrupt")
                 continue
             source.stats.record_hit(len(data), time.monotonic() - started)
-            return data, source.name
+            return data, source.origin(cid)
         if unsure:
             raise DeadlineExceeded(f"{request.content_hash}: " + "; ".join(unsure))
         raise BlockNotFound(request.content_hash)

@@ -15,6 +15,7 @@ import logging
 import time
 
 import trio
+from cachetools import LRUCache
 
 from casfs import cid as cidmod
 from casfs.chain.base import ContentSource, P2PContentRequest
@@ -37,6 +38,10 @@ class PeerSource(ContentSource):
     def __init__(self, node: PeerNode) -> None:
         super().__init__()
         self.node = node
+        self._origin: LRUCache[bytes, str] = LRUCache(maxsize=4096)
+
+    def origin(self, cid: bytes) -> str:
+        return self._origin.get(cid, self.name)
 
     def candidates(self, cid: bytes) -> list[PeerState]:
         mh = cidmod.multihash_of(cid)
@@ -129,4 +134,5 @@ class PeerSource(ContentSource):
                         peer.peer_id, text, peer.trust)
             raise BlockCorrupt(f"peer {peer.peer_id} sent a corrupt {text}")
         peer.record_block(len(reply.body), time.monotonic() - started)
+        self._origin[cid] = f"peer {peer.peer_id}"
         return reply.body

@@ -73,7 +73,9 @@ class PeerNode:
         self.peer_id = str(self.host.get_id())
         self.peers: dict[str, PeerState] = {}
         self.client = Client(self.host)
-        self.server = Server(store, self._on_hello, self.hello)
+        self.server = Server(store, self._on_hello, self.hello, self._on_pin)
+        # Set by the mount: decides whether to keep a replica a peer asks for.
+        self.pin_handler: Any = None
         self.bloom = Bloom.for_items(0)
         self._bloom_items = 0
         self._bloom_since = 0.0
@@ -274,6 +276,22 @@ class PeerNode:
             state.announced[cid] = time.time()
         log.info("peer %s announced %s (%s bytes)", sender, cid, note.get("size"))
         return True
+
+    def _on_pin(self, peer: str, cid: bytes) -> tuple[bool, str]:
+        state = self.peers.get(peer)
+        if self.pin_handler is None:
+            return False, "pinning not offered"
+        return self.pin_handler(peer, state.trust if state else 0.0, cid)
+
+    async def ask_to_pin(self, peer: str, cid: bytes) -> bool:
+        """Ask a peer to keep a replica of cid; True if it agreed."""
+        try:
+            reply = await self.client.request(
+                peer, Message(Msg.PIN, {"cid": cidmod.to_str(cid)}))
+        except Exception as exc:  # noqa: BLE001 — an unreachable peer simply does not agree
+            log.debug("pin request to %s failed: %s", peer, exc)
+            return False
+        return reply.type == Msg.PIN_REPLY and reply.header.get("ok") is True
 
     def status(self) -> dict[str, Any]:
         return {"peer_id": self.peer_id, "did": self.did, "addrs": self.addrs(),

@@ -23,13 +23,16 @@ log = logging.getLogger(__name__)
 
 OnHello = Callable[[str, Message], None]
 MakeHello = Callable[[], Message]
+OnPin = Callable[[str, bytes], tuple[bool, str]]
 
 
 class Server:
-    def __init__(self, store: Store, on_hello: OnHello, make_hello: MakeHello) -> None:
+    def __init__(self, store: Store, on_hello: OnHello, make_hello: MakeHello,
+                 on_pin: OnPin | None = None) -> None:
         self.store = store
         self.on_hello = on_hello
         self.make_hello = make_hello
+        self.on_pin = on_pin
         self.served_blocks = 0
         self.served_bytes = 0
         self.bad_streams = 0
@@ -63,7 +66,12 @@ class Server:
         if msg.type == Msg.GET:
             return self._get(msg.header.get("cid"))
         if msg.type == Msg.PIN:
-            return Message(Msg.PIN_REPLY, {"ok": False, "reason": "pinning not offered"})
+            cid = cidmod.parse(msg.header.get("cid")) if isinstance(msg.header.get("cid"),
+                                                                     str) else None
+            if cid is None:
+                raise wire.ProtocolError("PIN without a valid cid")
+            ok, reason = self.on_pin(peer, cid) if self.on_pin else (False, "not offered")
+            return Message(Msg.PIN_REPLY, {"ok": ok, "reason": reason})
         raise wire.ProtocolError(f"unexpected {msg.type.name}")
 
     def _has(self, text: object) -> bool:

@@ -27,9 +27,36 @@ CREATE TABLE IF NOT EXISTS blocks (
     mh BLOB PRIMARY KEY,
     size INTEGER NOT NULL,
     source TEXT NOT NULL,
-    added REAL NOT NULL
+    added REAL NOT NULL,
+    atime REAL
 ) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS pins (
+    cid BLOB PRIMARY KEY,
+    added REAL NOT NULL,
+    complete INTEGER NOT NULL DEFAULT 0,
+    reason TEXT NOT NULL DEFAULT 'user'
+) WITHOUT ROWID;
+-- Blocks a pin protects from eviction, written as the pin walks its DAG.
+CREATE TABLE IF NOT EXISTS pin_blocks (
+    mh BLOB NOT NULL,
+    root BLOB NOT NULL,
+    PRIMARY KEY (mh, root)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS pin_blocks_root ON pin_blocks(root);
 """
+
+
+def evictable(path: Path) -> list[tuple[bytes, int, float, str]]:
+    """(mh, size, last access, source) of every block no pin protects.
+
+    Opens its own connection, so it may run in a worker thread beside the mount's."""
+    conn = sqlite3.connect(path, timeout=30)
+    try:
+        return conn.execute(
+            "SELECT mh, size, coalesce(atime, added), source FROM blocks "
+            "WHERE mh NOT IN (SELECT mh FROM pin_blocks)").fetchall()
+    finally:
+        conn.close()
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,6 +71,7 @@ class ContentRow:
 
 class Index:
     def __init__(self, path: Path) -> None:
+        self.path = path
         self.conn = sqlite3.connect(path, timeout=30, isolation_level=None,
                                     check_same_thread=False)
         self.conn.execute("PRAGMA journal_mode=WAL")
@@ -73,8 +101,10 @@ class Index:
                 out[source] = out.get(source, 0) + n
         return out
 
-    def forget_block(self, mh: bytes) -> None:
-        self.conn.execute("DELETE FROM blocks WHERE mh = ?", (mh,))
+    def forget_blocks(self, mhs: list[bytes]) -> None:
+        with self.conn:  # one transaction (one fsync) however many
+            self.conn.execute("BEGIN")
+            self.conn.executemany("DELETE FROM blocks WHERE mh = ?", [(mh,) for mh in mhs])
 
     def record_content(self, rows: Iterable[tuple[bytes, int, int, bytes | None, bool]]) -> None:
         """Rows of (cid, kind, size, sha256, is_root); a root stays a root once it is one."""
@@ -107,6 +137,57 @@ class Index:
             "SELECT cid, kind, size, sha256, is_root, added FROM content "
             "WHERE is_root = 1 ORDER BY added, cid").fetchall()
         return [ContentRow(*r) for r in rows]
+
+    # -- pins -------------------------------------------------------------------------------
+
+    def add_pin(self, cid: bytes, reason: str = "user") -> bool:
+        """False if cid was pinned already."""
+        cur = self.conn.execute("INSERT OR IGNORE INTO pins (cid, added, reason) VALUES (?, ?, ?)",
+                                (cid, time.time(), reason))
+        return cur.rowcount == 1
+
+    def remove_pin(self, cid: bytes) -> bool:
+        with self.conn:
+            self.conn.execute("BEGIN")
+            cur = self.conn.execute("DELETE FROM pins WHERE cid = ?", (cid,))
+            self.conn.execute("DELETE FROM pin_blocks WHERE root = ?", (cid,))
+        return cur.rowcount == 1
+
+    def pins(self) -> list[tuple[bytes, bool, str]]:
+        return [(c, bool(done), reason) for c, done, reason in self.conn.execute(
+            "SELECT cid, complete, reason FROM pins ORDER BY added")]
+
+    def pin_state(self, cid: bytes) -> bool | None:
+        """None: not pinned; False: pinned, still fetching; True: pinned and complete."""
+        row = self.conn.execute("SELECT complete FROM pins WHERE cid = ?", (cid,)).fetchone()
+        return None if row is None else bool(row[0])
+
+    def set_pin_complete(self, cid: bytes) -> None:
+        self.conn.execute("UPDATE pins SET complete = 1 WHERE cid = ?", (cid,))
+
+    def protect(self, root: bytes, mhs: Iterable[bytes]) -> None:
+        with self.conn:
+            self.conn.execute("BEGIN")
+            self.conn.executemany("INSERT OR IGNORE INTO pin_blocks (mh, root) VALUES (?, ?)",
+                                  [(mh, root) for mh in mhs])
+
+    def pinned_bytes(self) -> int:
+        (n,) = self.conn.execute(
+            "SELECT coalesce(sum(size), 0) FROM blocks WHERE mh IN "
+            "(SELECT DISTINCT mh FROM pin_blocks)").fetchone()
+        return n
+
+    # -- eviction -----------------------------------------------------------------------------
+
+    def touch(self, rows: Iterable[tuple[float, bytes]]) -> None:
+        with self.conn:
+            self.conn.execute("BEGIN")
+            self.conn.executemany("UPDATE blocks SET atime = ? WHERE mh = ?", list(rows))
+
+    def total_bytes(self) -> int:
+        (n,) = self.conn.execute("SELECT coalesce(sum(size), 0) FROM blocks").fetchone()
+        return n
+
 
     def counts(self) -> dict[str, int]:
         blocks, nbytes = self.conn.execute(

@@ -174,14 +174,19 @@ class Store:
             os.close(fd)
 
     def drop(self, cid: bytes) -> None:
-        fd = self._fds.pop(cidmod.multihash_of(cid), None)
+        self.drop_mh(cidmod.multihash_of(cid))
+
+    def drop_mh(self, mh: bytes, forget: bool = True) -> None:
+        """Delete a block; forget=False leaves the index row to a batched forget_blocks()."""
+        fd = self._fds.pop(mh, None)
         if fd is not None:
             os.close(fd)
         try:
-            os.unlink(self.path(cid))
+            os.unlink(f"{self.blocks_dir}/{_relpath(mh)}")
         except FileNotFoundError:
             pass
-        self.index.forget_block(cidmod.multihash_of(cid))
+        if forget:
+            self.index.forget_blocks([mh])
 
     def iter_block_files(self) -> Iterator[tuple[str, bytes]]:
         """(path, multihash) of every block file, for verify."""

@@ -1,0 +1,1 @@
+"""Keeping the store under its quota: eviction policies, access model, the evictor."""
