@@ -236,13 +236,17 @@ def cmd_status(cfg: config.Config, args: argparse.Namespace) -> int:
     except (OSError, ValueError):
         pid = None
     facts["mount_pid"] = pid
-    sources: dict[str, dict[str, object]] = {}
+    mounted: dict[str, object] = {}
     if pid is not None:
         try:
-            sources = json.loads(cfg.status_file.read_text()).get("sources", {})
+            mounted = json.loads(cfg.status_file.read_text())
         except (OSError, ValueError):
             pass
+    sources: dict[str, dict[str, object]] = mounted.get("sources", {})  # type: ignore[assignment]
     facts["sources"] = sources
+    for key in ("cache", "eviction", "quota_bytes", "strategy", "pinned_bytes", "replicas"):
+        if key in mounted:
+            facts[key] = mounted[key]
     if pid is not None:
         try:
             p2p = control.call(cfg.home, {"cmd": "id"}, timeout=5)
@@ -254,8 +258,13 @@ def cmd_status(cfg: config.Config, args: argparse.Namespace) -> int:
         print(json.dumps(facts))
         return 0
     for key, value in facts.items():
-        if key not in ("sources", "p2p"):
+        if key not in ("sources", "p2p", "cache", "eviction", "replicas"):
             print(f"{key:12} {value}")
+    for section in ("cache", "eviction"):
+        for key, value in facts.get(section, {}).items():  # type: ignore[attr-defined]
+            print(f"{key:12} {value}")
+    for cid, n in facts.get("replicas", {}).items():  # type: ignore[attr-defined]
+        print(f"replicas     {cid} {n}")
     for key, value in facts.get("p2p", {}).items():
         print(f"{key:12} {value}")
     if sources:

@@ -39,15 +39,28 @@ class Importer:
     hidden: bool = False
     progress: Progress = lambda n: None
     _rows: list[tuple[bytes, int, int, bytes | None, bool]] = field(default_factory=list)
+    _blocks: list[bytes] = field(default_factory=list)
 
     def add(self, path: Path) -> Added:
-        """Add one file or directory tree and commit it as a root."""
+        """Add one file or directory tree, commit it as a root and pin it.
+
+        Pinned like `ipfs add` pins: what was added here may be the only copy anywhere, so
+        the quota's eviction must never take it."""
+        self._blocks: list[bytes] = []
         added = self._add_any(path)
         self.store.sync()
         self._rows.append((added.cid, int(added.kind), added.size, None, True))
         self.store.index.record_content(self._rows)
         self._rows.clear()
+        index = self.store.index
+        if index.add_pin(added.cid, reason="add") or index.pin_state(added.cid) is False:
+            index.protect(added.cid, self._blocks)
+            index.set_pin_complete(added.cid)
         return added
+
+    def _put(self, cid: bytes, data: bytes) -> None:
+        self._blocks.append(cidmod.multihash_of(cid))
+        self.store.put(cid, data)
 
     def _add_any(self, path: Path) -> Added:
         st = os.lstat(path)
@@ -60,7 +73,7 @@ class Importer:
         raise OSError(f"{path}: not a regular file, directory or symlink")
 
     def _add_file(self, path: Path) -> Added:
-        builder = FileBuilder(self.store.put)
+        builder = FileBuilder(self._put)
         sha = hashlib.sha256()
         with open(path, "rb", buffering=0) as f:
             buf = bytearray(READ_SIZE)
@@ -77,7 +90,7 @@ class Importer:
     def _add_symlink(self, path: Path) -> Added:
         block = encode_pbnode([], encode_unixfs(Kind.SYMLINK, os.readlink(path).encode()))
         cid = cidmod.make(cidmod.DAG_PB, block)
-        self.store.put(cid, block)
+        self._put(cid, block)
         return Added(cid, Kind.SYMLINK, 0, len(block))
 
     def _add_dir(self, path: Path) -> Added:
@@ -91,7 +104,7 @@ class Importer:
             size += child.size
         block = encode_directory(links)
         cid = cidmod.make(cidmod.DAG_PB, block)
-        self.store.put(cid, block)
+        self._put(cid, block)
         self._rows.append((cid, int(Kind.DIRECTORY), size, None, False))
         return Added(cid, Kind.DIRECTORY, size, len(block) + sum(link.tsize for link in links))
 

@@ -201,7 +201,7 @@ async def serve(cfg: Config, mountpoint: Path, ready: Callable[[], None]) -> Non
             return {"eviction": evictor.stats.as_dict(), "quota_bytes": cfg.quota_bytes,
                     "strategy": cfg.cache_strategy,
                     "pinned_bytes": store.index.pinned_bytes(),
-                    "replicas": {cidmod.to_str(c): len(p) for c, p in policy.replicas.items()}}
+                    "replicas": {cidmod.to_str(c): policy.count(c) for c in policy.replicas}}
 
         write_status(node, status())
         await services.start(housekeeping, node, [evictor.enforce, policy.step], status)

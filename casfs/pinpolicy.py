@@ -2,8 +2,8 @@
 
 - auto-pin what peers trusted at least `auto_pin_trust_threshold` announce;
 - pin files read within `recent_access_window` (and unpin them when it has passed);
-- collaborative pinning: for each of our pins keep at least `min_peers` replicas among peers
-  trusted at least `trust_required`, asking peers that lack it to pin it over /cas/1.0.0.
+- collaborative pinning: for each of our pins keep at least `min_peers` replicas (ours counts
+  as one) on peers trusted at least `trust_required`, asking peers to pin it over /cas/1.0.0.
   Peers may refuse; a replica that disappears (peer gone) is replaced by asking another.
 """
 
@@ -73,22 +73,25 @@ class PinPolicy:
         assert self.peers is not None
         trusted = {p.peer_id: p for p in self.peers.peers.values()
                    if p.trust >= self.cfg.trust_required}
+        # Our own pinned copy is one replica; trusted peers that agreed to pin make the rest.
+        wanted = max(0, self.cfg.min_peers - 1)
         for cid, complete, reason in self.pinner.store.index.pins():
             if not complete or reason == "peer":  # pins we hold for others are not ours
                 continue
             holders = {p for p in self.replicas.get(cid, set()) if p in trusted}
             self.replicas[cid] = holders
             for peer in trusted:
-                if len(holders) >= self.cfg.min_peers:
+                if len(holders) >= wanted:
                     break
                 if peer in holders:
                     continue
                 if await self.peers.ask_to_pin(peer, cid):
                     holders.add(peer)
                     log.info("peer %s keeps a replica of %s", peer, cidmod.to_str(cid))
-            if len(holders) < self.cfg.min_peers:
+            if len(holders) < wanted:
                 log.info("%s has %d of %d replicas (not enough trusted peers agree)",
-                         cidmod.to_str(cid), len(holders), self.cfg.min_peers)
+                         cidmod.to_str(cid), len(holders) + 1, self.cfg.min_peers)
 
     def count(self, cid: bytes) -> int:
-        return len(self.replicas.get(cid, ()))
+        """Replicas of one of our pins: ours plus the peers keeping one for us."""
+        return 1 + len(self.replicas.get(cid, ()))
