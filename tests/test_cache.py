@@ -176,3 +176,29 @@ def test_collaborative_pin_keeps_two_replicas(nodes: Callable[..., Node],  # noq
     gone.mount.pid = 0
     other = c if gone is b else b
     assert wait_for(lambda: holders() == [other] and replicas() == 2, timeout=40)
+
+
+def pins_of(node: Node) -> dict[str, str]:
+    return {p["cid"]: p["reason"] for p in json.loads(node.cli.run("pins", "--json").stdout)}
+
+
+def test_auto_pin_from_trusted_peers_and_recent_reads(nodes: Callable[..., Node],  # noqa: F811
+                                                      tmp_path: Path) -> None:
+    a = nodes()
+    b = nodes(a.addr, extra="[pinning]\nauto_pin_trust_threshold = 0.4\n")
+    distrustful = nodes(a.addr, extra="[pinning]\nauto_pin_trust_threshold = 0.9\n"
+                                      "recent_access_window = 30.0\n")
+    assert wait_for(lambda: connected(b, 1) and connected(distrustful, 1))
+    time.sleep(2)  # gossipsub mesh
+    f = random_file(tmp_path / "announced", 3 * CHUNK, seed=90)
+    (cid,) = a.cli.add(f)
+    # b trusts a (0.5 >= 0.4): pins what a announces, and fetches it whole
+    assert wait_for(lambda: pins_of(b).get(cid) == "auto", timeout=20)
+    assert wait_for(lambda: xattr(b.path / cid, "local").stdout == "1.000")
+    assert cid not in pins_of(distrustful)  # 0.5 < 0.9
+    # distrustful pins what it reads, for as long as the recent-access window says
+    other = random_file(tmp_path / "read", 2 * CHUNK, seed=91)
+    (other_cid,) = a.cli.add(other)
+    assert (distrustful.path / other_cid).read_bytes() == other.read_bytes()
+    assert wait_for(lambda: pins_of(distrustful).get(other_cid) == "recent", timeout=10)
+    assert cid not in pins_of(distrustful)  # never read there
