@@ -54,6 +54,8 @@ def build_parser() -> Parser:
     a.add_argument("-q", "--quiet", action="store_true", help="print only the CIDs")
     a.add_argument("-H", "--hidden", action="store_true",
                    help="include dot-files in directories (ipfs add skips them too)")
+    a.add_argument("--private", action="store_true",
+                   help="serve it only to trusted peers; never ask IPFS or a gateway for it")
 
     c = sub.add_parser("cat", help="write content to stdout")
     c.add_argument("name", help="CID, sha256 of the content, or CID/path/in/directory")
@@ -129,7 +131,8 @@ def cmd_add(cfg: config.Config, args: argparse.Namespace) -> int:
             raise QuietError(f"{path}: no such file or directory")
     progress = _Progress(total_bytes(args.paths, args.hidden))
     with Store.open(cfg.home) as store:
-        importer = Importer(store, hidden=args.hidden, progress=progress)
+        importer = Importer(store, hidden=args.hidden, private=args.private,
+                            progress=progress)
         try:
             for path in args.paths:
                 added = importer.add(path)
@@ -250,7 +253,8 @@ def cmd_status(cfg: config.Config, args: argparse.Namespace) -> int:
     if pid is not None:
         try:
             p2p = control.call(cfg.home, {"cmd": "id"}, timeout=5)
-            facts["p2p"] = {k: p2p[k] for k in ("peer_id", "served_blocks", "served_bytes")}
+            facts["p2p"] = {k: p2p[k] for k in ("peer_id", "served_blocks", "served_bytes",
+                                                "refused")}
             facts["p2p"]["peers"] = len(p2p["peers"])
         except (QuietError, KeyError, OSError):
             pass

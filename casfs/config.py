@@ -60,6 +60,11 @@ class Config:
     p2p_listen: tuple[str, ...] = ("/ip4/127.0.0.1/tcp/0",)
     p2p_bootstrap: tuple[str, ...] = ()
     p2p_bandwidth_limit: int = 0
+    # Peers (did:key or peer id) allowed private blocks; others get a refusal.
+    p2p_trusted: tuple[str, ...] = ()
+    ipfs_bandwidth_limit: int = 0  # bytes/s fetched from the IPFS node (0: no limit)
+    # Routing: "" keeps chain.order; else performance, trust, privacy-first or cost.
+    routing_strategy: str = ""
 
     @property
     def log_file(self) -> Path:
@@ -89,12 +94,13 @@ _KEYS = {
                 "collaborative": "collaborative", "min_peers": "min_peers",
                 "trust_required": "trust_required"},
     "log": {"level": "log_level"},
-    "chain": {"order": "chain_order", "deadline": "deadline"},
-    "ipfs": {"api": "ipfs_api", "timeout": "ipfs_timeout", "retry_after": "ipfs_retry_after"},
+    "chain": {"order": "chain_order", "deadline": "deadline", "strategy": "routing_strategy"},
+    "ipfs": {"api": "ipfs_api", "timeout": "ipfs_timeout", "retry_after": "ipfs_retry_after",
+             "bandwidth_limit": "ipfs_bandwidth_limit"},
     "gateway": {"url": "gateway_url", "timeout": "gateway_timeout",
                 "retry_after": "gateway_retry_after"},
     "p2p": {"enabled": "p2p_enabled", "listen": "p2p_listen", "bootstrap": "p2p_bootstrap",
-            "bandwidth_limit": "p2p_bandwidth_limit"},
+            "bandwidth_limit": "p2p_bandwidth_limit", "trusted": "p2p_trusted"},
 }
 KINDS = ("peer", "ipfs", "gateway")
 
@@ -138,4 +144,8 @@ def load(home: Path | None = None, path: Path | None = None, **overrides: Any) -
     if strategy not in ("lru", "trust-based", "predictive"):
         raise QuietError(f"config: cache.strategy must be lru, trust-based or predictive, "
                          f"not {strategy!r}")
+    routing = values.get("routing_strategy", cfg.routing_strategy)
+    if routing not in ("", "performance", "trust", "privacy-first", "cost"):
+        raise QuietError(f"config: chain.strategy must be performance, trust, privacy-first "
+                         f"or cost, not {routing!r}")
     return replace(cfg, **values)

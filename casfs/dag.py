@@ -46,6 +46,8 @@ class Dag:
                 if node.blocksizes else ()
             names = ({link.name: i for i, link in enumerate(node.links)}
                      if node.kind == Kind.DIRECTORY else None)
+            if cid in self.fetcher.private:  # what lies under private content is private too
+                self.fetcher.private.update(link.cid for link in node.links)
             entry = self._nodes[cid] = Entry(node, starts, names)
         return entry
 

@@ -26,7 +26,7 @@ THREAD_PUT = 64 << 10
 class Remote(Protocol):
     """What lies beyond the store (the discovery chain): returns bytes and the source's name."""
 
-    async def retrieve(self, cid: bytes) -> tuple[bytes, str]: ...
+    async def retrieve(self, cid: bytes, private: bool = False) -> tuple[bytes, str]: ...
 
     async def retrieve_range(self, root: bytes, offset: int, leaves: list[tuple[bytes, int]]
                              ) -> tuple[list[bytes], str]: ...
@@ -46,6 +46,9 @@ class BlockFetcher:
                                                        getsizeof=len)
         self.memory_hits = 0
         self.memory_misses = 0
+        # Blocks known to belong to private content (roots from the index, children added as
+        # their parents are decoded): their requests carry private=True.
+        self.private: set[bytes] = set()
         self._inflight: dict[bytes, trio.Event] = {}
         # A fetch that just failed fails again at once for a moment: when readahead fails the
         # kernel retries page by page, and each retry would otherwise wait a whole deadline.
@@ -109,12 +112,13 @@ class BlockFetcher:
         try:
             # Verified by the chain (DiscoveryChain.retrieve checks every block against its
             # CID before returning it): hashing 256 KiB again here cost ~8% of a peer read.
-            data, source = await self.remote.retrieve(cid)
+            data, source = await self.remote.retrieve(cid, cid in self.private)
             self.remember(cid, data)
+            private = cid in self.private
             if len(data) > THREAD_PUT:  # a file write of a big block would stall the loop
-                await trio.to_thread.run_sync(self.store.put, cid, data, source)
+                await trio.to_thread.run_sync(self.store.put, cid, data, source, private)
             else:
-                self.store.put(cid, data, source)
+                self.store.put(cid, data, source, private)
         except CasfsError as exc:
             self._failed[cid] = exc
             raise

@@ -37,6 +37,7 @@ class Added:
 class Importer:
     store: Store
     hidden: bool = False
+    private: bool = False
     progress: Progress = lambda n: None
     _rows: list[tuple[bytes, int, int, bytes | None, bool]] = field(default_factory=list)
     _blocks: list[bytes] = field(default_factory=list)
@@ -53,6 +54,9 @@ class Importer:
         self.store.index.record_content(self._rows)
         self._rows.clear()
         index = self.store.index
+        if self.private:
+            index.set_private(added.cid, int(added.kind), added.size, True)
+            index.mark_blocks_private(self._blocks, True)
         if index.add_pin(added.cid, reason="add") or index.pin_state(added.cid) is False:
             index.protect(added.cid, self._blocks)
             index.set_pin_complete(added.cid)

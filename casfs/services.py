@@ -56,7 +56,8 @@ def build_sources(cfg: Config, store: Store, peers: PeerNode | None = None
         sources.append(PeerSource(peers))
     if cfg.ipfs_api:
         sources.append(IPFSNodeSource(cfg.ipfs_api, timeout=cfg.ipfs_timeout,
-                                      retry_after=cfg.ipfs_retry_after))
+                                      retry_after=cfg.ipfs_retry_after,
+                                      bandwidth_limit=cfg.ipfs_bandwidth_limit))
     if cfg.gateway_url:
         sources.append(GatewaySource(cfg.gateway_url, store.put, store.drop, store.get,
                                      timeout=cfg.gateway_timeout,
@@ -67,8 +68,14 @@ def build_sources(cfg: Config, store: Store, peers: PeerNode | None = None
 @asynccontextmanager
 async def open_node(cfg: Config, store: Store, nursery: trio.Nursery | None = None,
                     peers: PeerNode | None = None) -> AsyncIterator[Node]:
+    router = None
+    if cfg.routing_strategy:
+        from casfs.chain.routing import STRATEGIES, ContentRouter
+
+        router = ContentRouter(STRATEGIES[cfg.routing_strategy]())
     chain = DiscoveryChain(build_sources(cfg, store, peers), ttl=cfg.deadline,
-                           order=cfg.chain_order)
+                           order=cfg.chain_order, router=router,
+                           requester=peers.did if peers is not None else "")
     fetcher = BlockFetcher(store, chain if chain.sources else None,
                            memory_bytes=cfg.memory_cache_bytes)
     dag = Dag(fetcher, cfg.max_cached_nodes)
@@ -91,7 +98,7 @@ def peer_node(cfg: Config, store: Store) -> PeerNode | None:
     return PeerNode(cfg.home, store, P2PSettings(
         listen=cfg.p2p_listen, bootstrap=cfg.p2p_bootstrap,
         bandwidth_limit=cfg.p2p_bandwidth_limit, ipfs_api=cfg.ipfs_api,
-        gateway_url=cfg.gateway_url))
+        gateway_url=cfg.gateway_url, trusted=cfg.p2p_trusted))
 
 
 def control_handler(node: Node, peers: PeerNode | None,  # type: ignore[no-untyped-def]

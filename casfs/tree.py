@@ -7,10 +7,10 @@ import logging
 
 from casfs import cid as cidmod
 from casfs.dag import Dag, Stat
-from casfs.errors import BadName, BlockNotFound
+from casfs.errors import BadName, BlockNotFound, CasfsError
 from casfs.reader import Reader
 from casfs.store import ContentRow, Store
-from casfs.unixfs import Kind
+from casfs.unixfs import Kind, decode
 
 log = logging.getLogger(__name__)
 HASH_CHUNK = 1 << 20
@@ -50,6 +50,8 @@ class Tree:
         raise BlockNotFound(name)
 
     async def stat(self, cid: bytes) -> Stat:
+        if self.store.index.is_private(cid):
+            self.dag.fetcher.private.add(cid)
         row = self.store.index.content(cid)
         if row is not None:
             return Stat(Kind(row.kind), row.size if row.kind != Kind.DIRECTORY else 0)
@@ -84,10 +86,26 @@ class Tree:
             blocks = {cid}
         mhs = {cidmod.multihash_of(b) for b in blocks}
         counts = self.store.index.sources(list(mhs))
-        for mh, _, source in self.store.pending():
+        for mh, _, source, _ in self.store.pending():
             if mh in mhs:
                 counts[source] = counts.get(source, 0) + 1
         return ", ".join(f"{s}: {n}" for s, n in sorted(counts.items())) or "unknown"
+
+    def local_mhs(self, cid: bytes, limit: int = 10_000_000) -> list[bytes]:
+        """Multihashes of the blocks under cid that are here, walking local nodes only."""
+        out: list[bytes] = []
+        stack = [cid]
+        while stack and len(out) < limit:
+            c = stack.pop()
+            if not self.store.has(c):
+                continue
+            out.append(cidmod.multihash_of(c))
+            if cidmod.codec_of(c) == cidmod.DAG_PB:
+                try:
+                    stack.extend(link.cid for link in decode(c, self.store.get(c)).links)
+                except CasfsError:
+                    continue
+        return out
 
     async def local_blocks(self, cid: bytes, size: int) -> tuple[int, int]:
         """(blocks held, blocks known) under cid, walking only nodes already local."""

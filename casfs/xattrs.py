@@ -38,7 +38,7 @@ class Xattrs:
         self.peers = peers
 
     def names(self, node: Inode) -> list[str]:
-        names = ["cid", "size", "type", "source", "local", "replicas", "pinned"]
+        names = ["cid", "size", "type", "source", "local", "replicas", "pinned", "visibility"]
         if node.kind == Kind.FILE:
             names.append("sha256")
         if self.pinner is not None and self.pinner.state(node.cid) is not None:
@@ -68,6 +68,9 @@ class Xattrs:
             return f"{have / max(total, 1):.3f}".encode()
         if key == "replicas":
             return str(self.replicas(node.cid)).encode()
+        if key == "visibility":
+            private = self.tree.store.index.is_private(node.cid)
+            return b"private" if private else b"public"
         raise XattrError(errno.ENODATA)
 
     def replicas(self, cid: bytes) -> int:
@@ -85,6 +88,9 @@ class Xattrs:
         if key == "pinned":
             self._set_pinned(node, value.strip().lower())
             return
+        if key == "visibility":
+            self._set_visibility(node, value.strip().lower())
+            return
         if key in READ_ONLY:
             raise XattrError(errno.EPERM)
         raise XattrError(errno.ENODATA)
@@ -94,6 +100,20 @@ class Xattrs:
             self._set_pinned(node, b"0")
             return
         raise XattrError(errno.EPERM if key in READ_ONLY else errno.ENODATA)
+
+    def _set_visibility(self, node: Inode, value: bytes) -> None:
+        if value not in (b"private", b"public"):
+            raise XattrError(errno.EINVAL)
+        private = value == b"private"
+        index = self.tree.store.index
+        index.set_private(node.cid, int(node.kind), node.size, private)
+        fetcher = self.tree.dag.fetcher
+        if private:
+            fetcher.private.add(node.cid)
+        else:
+            fetcher.private.discard(node.cid)
+        # Blocks already here change class too (what is fetched later is marked as it comes).
+        index.mark_blocks_private(self.tree.local_mhs(node.cid), private)
 
     def _set_pinned(self, node: Inode, value: bytes) -> None:
         if self.pinner is None:

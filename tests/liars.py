@@ -62,8 +62,11 @@ class _ProxyHandler(BaseHTTPRequestHandler):
         body = self.rfile.read(length) if length else None
         req = urllib.request.Request(owner.upstream + self.path, data=body,
                                      method=self.command,
+                                     # no accept-encoding: the body is passed on as is,
+                                     # without the upstream's Content-Encoding header
                                      headers={k: v for k, v in self.headers.items()
-                                              if k.lower() not in ("host", "content-length")})
+                                              if k.lower() not in ("host", "content-length",
+                                                                   "accept-encoding")})
         try:
             with urllib.request.urlopen(req, timeout=30) as resp:
                 status, data = resp.status, resp.read()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+
 import pytest
 import trio
 
@@ -36,7 +38,7 @@ class Fake(ContentSource):
 
 def retrieve(chain: DiscoveryChain, request: P2PContentRequest | None = None
              ) -> tuple[bytes, str]:
-    return trio.run(chain.retrieve, CID, request)
+    return trio.run(functools.partial(chain.retrieve, CID, request=request))
 
 
 def test_order_follows_preferences() -> None:

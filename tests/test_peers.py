@@ -44,12 +44,14 @@ class Node:
 def nodes(tmp_path: Path) -> Iterator[Callable[..., Node]]:
     made: list[Node] = []
 
-    def make(*bootstrap: str, deadline: float = 10, extra: str = "") -> Node:
+    def make(*bootstrap: str, deadline: float = 10, extra: str = "", p2p: str = "",
+             chain: str = "") -> Node:
+        """A node: p2p and chain are extra lines for those sections, extra whole sections."""
         home = tmp_path / f"node{len(made)}"
-        home.mkdir()
+        home.mkdir(exist_ok=True)
         (home / "config.toml").write_text(
-            f"[p2p]\nbootstrap = {json.dumps(list(bootstrap))}\n"
-            f"[chain]\ndeadline = {deadline}\n{extra}")
+            f"[p2p]\nbootstrap = {json.dumps(list(bootstrap))}\n{p2p}"
+            f"[chain]\ndeadline = {deadline}\n{chain}{extra}")
         mnt = tmp_path / f"mnt{len(made)}"
         mnt.mkdir()
         m = Mount(Casfs(home), mnt)

@@ -21,6 +21,7 @@ class P2PContentRequest:
     requester_id: str = ""  # did:key of this node; set once the node has an identity
     preferred_sources: tuple[str, ...] = PREFERRED
     ttl: float = 30.0  # seconds the requester will wait in all
+    private: bool = False  # private content never leaves for IPFS or a gateway
 
     @property
     def deadline(self) -> float:
@@ -35,6 +36,7 @@ class SourceStats:
     corrupt: int = 0
     bytes: int = 0
     latency_ewma: float = 0.0  # seconds
+    busy_seconds: float = 0.0  # time spent delivering hits, for a bandwidth estimate
     last_error: str = ""
     down_until: float = 0.0  # monotonic; skip the source until then
     since: float = field(default_factory=time.time)
@@ -42,6 +44,7 @@ class SourceStats:
     def record_hit(self, nbytes: int, seconds: float) -> None:
         self.hits += 1
         self.bytes += nbytes
+        self.busy_seconds += seconds
         alpha = 0.2
         self.latency_ewma = seconds if self.hits == 1 else \
             (1 - alpha) * self.latency_ewma + alpha * seconds

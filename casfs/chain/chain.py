@@ -16,6 +16,7 @@ import trio
 
 from casfs import cid as cidmod
 from casfs.chain.base import ContentSource, P2PContentRequest
+from casfs.chain.routing import ContentRouter
 from casfs.errors import BlockCorrupt, BlockNotFound, DeadlineExceeded, SourceUnavailable
 
 log = logging.getLogger(__name__)
@@ -23,22 +24,32 @@ log = logging.getLogger(__name__)
 
 class DiscoveryChain:
     def __init__(self, sources: list[ContentSource], ttl: float = 30.0,
-                 order: tuple[str, ...] = ("peer", "ipfs", "gateway")) -> None:
+                 order: tuple[str, ...] = ("peer", "ipfs", "gateway"),
+                 router: ContentRouter | None = None, requester: str = "") -> None:
         self.sources = sources
         self.ttl = ttl
         self.order = order
+        self.router = router
+        self.requester = requester
 
-    def request(self, cid: bytes) -> P2PContentRequest:
-        return P2PContentRequest(cidmod.to_str(cid), preferred_sources=self.order, ttl=self.ttl)
+    def request(self, cid: bytes, private: bool = False) -> P2PContentRequest:
+        return P2PContentRequest(cidmod.to_str(cid), self.requester, self.order, self.ttl,
+                                 private)
 
     def ordered(self, request: P2PContentRequest) -> list[ContentSource]:
-        rank = {kind: i for i, kind in enumerate(request.preferred_sources)}
-        chosen = [s for s in self.sources if s.kind in rank]
-        return sorted(chosen, key=lambda s: rank[s.kind])
+        if self.router is not None:
+            chosen = self.router.order(self.sources, request)
+        else:
+            rank = {kind: i for i, kind in enumerate(request.preferred_sources)}
+            chosen = sorted((s for s in self.sources if s.kind in rank),
+                            key=lambda s: rank[s.kind])
+        if request.private:  # whatever the strategy: private content stays among peers
+            chosen = [s for s in chosen if s.kind == "peer"]
+        return chosen
 
-    async def retrieve(self, cid: bytes, request: P2PContentRequest | None = None
-                       ) -> tuple[bytes, str]:
-        request = request or self.request(cid)
+    async def retrieve(self, cid: bytes, private: bool = False,
+                       request: P2PContentRequest | None = None) -> tuple[bytes, str]:
+        request = request or self.request(cid, private)
         deadline = trio.current_time() + request.ttl
         unsure: list[str] = []
         for source in self.ordered(request):

@@ -22,6 +22,7 @@ from casfs import cid as cidmod
 from casfs.chain.backoff import Backoff
 from casfs.chain.base import ContentSource, P2PContentRequest
 from casfs.errors import BlockCorrupt, BlockNotFound, SourceUnavailable
+from casfs.limit import TokenBucket
 
 log = logging.getLogger(__name__)
 # ipfshttpclient 0.7 passes urllib3 a parameter it deprecated; the warning says nothing to users.
@@ -33,8 +34,9 @@ class IPFSNodeSource(ContentSource):
     verifies = True
 
     def __init__(self, api: str, timeout: float = 10.0, workers: int = 8,
-                 retry_after: float = 2.0) -> None:
+                 retry_after: float = 2.0, bandwidth_limit: int = 0) -> None:
         super().__init__()
+        self.bucket = TokenBucket(bandwidth_limit)  # ipfs_bandwidth_limit, bytes/s
         self.api = api
         self._host, self._port = _host_port(api)
         self.name = f"ipfs {api}"
@@ -111,7 +113,9 @@ class IPFSNodeSource(ContentSource):
     async def retrieve_range(self, root: bytes, offset: int, leaves: list[tuple[bytes, int]],
                              request: P2PContentRequest) -> list[bytes]:
         timeout = max(0.1, min(self.timeout, request.ttl))
-        return await self._call(self._cat_leaves, cidmod.to_str(root), offset, leaves, timeout)
+        datas = await self._call(self._cat_leaves, cidmod.to_str(root), offset, leaves, timeout)
+        await self.bucket.consume(sum(map(len, datas)))
+        return datas
 
     async def _call(self, fn: Any, *args: Any) -> Any:
         try:
@@ -133,6 +137,7 @@ class IPFSNodeSource(ContentSource):
     async def retrieve(self, cid: bytes, request: P2PContentRequest) -> bytes:
         timeout = max(0.1, min(self.timeout, request.ttl))
         data = await self._call(self._block_get, cidmod.to_str(cid), timeout)
+        await self.bucket.consume(len(data) if isinstance(data, bytes) else 0)
         if not isinstance(data, bytes) or not cidmod.verify(cid, data):
             raise BlockCorrupt(f"{self.name} returned bytes that do not match the CID")
         return data

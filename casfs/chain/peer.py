@@ -20,6 +20,7 @@ from cachetools import LRUCache
 from casfs import cid as cidmod
 from casfs.chain.base import ContentSource, P2PContentRequest
 from casfs.errors import BlockCorrupt, BlockNotFound, SourceUnavailable
+from casfs.limit import TokenBucket
 from casfs.p2p.client import PeerUnavailable
 from casfs.p2p.node import PeerNode
 from casfs.p2p.peers import PeerState
@@ -39,6 +40,7 @@ class PeerSource(ContentSource):
         super().__init__()
         self.node = node
         self._origin: LRUCache[bytes, str] = LRUCache(maxsize=4096)
+        self.bucket = TokenBucket(node.settings.bandwidth_limit)  # fetching side of the limit
 
     def origin(self, cid: bytes) -> str:
         return self._origin.get(cid, self.name)
@@ -135,4 +137,5 @@ class PeerSource(ContentSource):
             raise BlockCorrupt(f"peer {peer.peer_id} sent a corrupt {text}")
         peer.record_block(len(reply.body), time.monotonic() - started)
         self._origin[cid] = f"peer {peer.peer_id}"
+        await self.bucket.consume(len(reply.body))
         return reply.body

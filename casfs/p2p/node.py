@@ -26,6 +26,7 @@ from libp2p.security.noise.transport import Transport as NoiseTransport
 from libp2p.tools.anyio_service import background_trio_service
 
 from casfs import cid as cidmod
+from casfs.limit import TokenBucket
 from casfs.p2p import identity
 from casfs.p2p.bloom import Bloom
 from casfs.p2p.bridge import IpfsPubsubBridge
@@ -57,6 +58,7 @@ class P2PSettings:
     ipfs_api: str = ""
     gateway_url: str = ""
     bridge: bool = True  # relay announcements to and from the IPFS node's pubsub
+    trusted: tuple[str, ...] = ()  # did:keys or peer ids allowed private blocks
 
 
 class PeerNode:
@@ -73,7 +75,9 @@ class PeerNode:
         self.peer_id = str(self.host.get_id())
         self.peers: dict[str, PeerState] = {}
         self.client = Client(self.host)
-        self.server = Server(store, self._on_hello, self.hello, self._on_pin)
+        self.server = Server(store, self._on_hello, self.hello, self._on_pin,
+                             may_have_private=self._trusted,
+                             bucket=TokenBucket(settings.bandwidth_limit))
         # Set by the mount: decides whether to keep a replica a peer asks for.
         self.pin_handler: Any = None
         self.bloom = Bloom.for_items(0)
@@ -277,6 +281,11 @@ class PeerNode:
         log.info("peer %s announced %s (%s bytes)", sender, cid, note.get("size"))
         return True
 
+    def _trusted(self, peer: str) -> bool:
+        state = self.peers.get(peer)
+        allowed = self.settings.trusted
+        return peer in allowed or (state is not None and state.did in allowed)
+
     def _on_pin(self, peer: str, cid: bytes) -> tuple[bool, str]:
         state = self.peers.get(peer)
         if self.pin_handler is None:
@@ -297,6 +306,7 @@ class PeerNode:
         return {"peer_id": self.peer_id, "did": self.did, "addrs": self.addrs(),
                 "served_blocks": self.server.served_blocks,
                 "served_bytes": self.server.served_bytes,
+                "refused": self.server.refused,
                 "peers": [p.as_dict() for p in self.peers.values()],
                 "announcements": self.announcements[-32:],
                 "ipfs_pubsub": None if self.bridge is None else

@@ -14,6 +14,7 @@ import trio
 
 from casfs import cid as cidmod
 from casfs.errors import BlockCorrupt, BlockNotFound
+from casfs.limit import TokenBucket
 from casfs.p2p import wire
 from casfs.p2p.config import IDLE_TIMEOUT, MAX_HAVE, REQUEST_TIMEOUT
 from casfs.p2p.wire import Message, Msg
@@ -28,11 +29,16 @@ OnPin = Callable[[str, bytes], tuple[bool, str]]
 
 class Server:
     def __init__(self, store: Store, on_hello: OnHello, make_hello: MakeHello,
-                 on_pin: OnPin | None = None) -> None:
+                 on_pin: OnPin | None = None,
+                 may_have_private: Callable[[str], bool] = lambda peer: False,
+                 bucket: TokenBucket | None = None) -> None:
         self.store = store
         self.on_hello = on_hello
         self.make_hello = make_hello
         self.on_pin = on_pin
+        self.may_have_private = may_have_private
+        self.bucket = bucket or TokenBucket(0)
+        self.refused = 0
         self.served_blocks = 0
         self.served_bytes = 0
         self.bad_streams = 0
@@ -45,6 +51,7 @@ class Server:
                 with trio.fail_after(IDLE_TIMEOUT):
                     msg = await reader.read()
                 reply = self.answer(peer, msg)
+                await self.bucket.consume(len(reply.body))  # p2p_bandwidth_limit
                 with trio.fail_after(REQUEST_TIMEOUT):
                     await stream.write(wire.encode(reply))
         except EOFError:
@@ -64,7 +71,7 @@ class Server:
                 raise wire.ProtocolError("bad have-query")
             return Message(Msg.HAVE_REPLY, {"have": [self._has(c) for c in cids]})
         if msg.type == Msg.GET:
-            return self._get(msg.header.get("cid"))
+            return self._get(peer, msg.header.get("cid"))
         if msg.type == Msg.PIN:
             cid = cidmod.parse(msg.header.get("cid")) if isinstance(msg.header.get("cid"),
                                                                      str) else None
@@ -76,12 +83,17 @@ class Server:
 
     def _has(self, text: object) -> bool:
         cid = cidmod.parse(text) if isinstance(text, str) else None
-        return cid is not None and self.store.has(cid)
+        return cid is not None and self.store.has(cid)  # (a GET of a private one is refused)
 
-    def _get(self, text: object) -> Message:
+    def _get(self, peer: str, text: object) -> Message:
         cid = cidmod.parse(text) if isinstance(text, str) else None
         if cid is None:
             raise wire.ProtocolError("GET without a valid cid")
+        if self.store.index.block_is_private(cidmod.multihash_of(cid)) and \
+                not self.may_have_private(peer):
+            self.refused += 1
+            log.info("refused private block %s to %s", text, peer)
+            return Message(Msg.REFUSED, {"cid": text, "reason": "private"})
         try:
             data = self.store.get(cid)
         except BlockNotFound:

@@ -19,7 +19,8 @@ CREATE TABLE IF NOT EXISTS content (
     size INTEGER NOT NULL,
     sha256 BLOB,
     is_root INTEGER NOT NULL DEFAULT 0,
-    added REAL NOT NULL
+    added REAL NOT NULL,
+    private INTEGER NOT NULL DEFAULT 0
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS content_sha256 ON content(sha256);
 CREATE INDEX IF NOT EXISTS content_roots ON content(is_root, added);
@@ -28,7 +29,8 @@ CREATE TABLE IF NOT EXISTS blocks (
     size INTEGER NOT NULL,
     source TEXT NOT NULL,
     added REAL NOT NULL,
-    atime REAL
+    atime REAL,
+    private INTEGER NOT NULL DEFAULT 0  -- served only to trusted peers
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS pins (
     cid BLOB PRIMARY KEY,
@@ -81,13 +83,14 @@ class Index:
     def close(self) -> None:
         self.conn.close()
 
-    def record_blocks(self, rows: Iterable[tuple[bytes, int, str]]) -> None:
+    def record_blocks(self, rows: Iterable[tuple[bytes, int, str, bool]]) -> None:
         now = time.time()
         with self.conn:
             self.conn.execute("BEGIN")
             self.conn.executemany(
-                "INSERT OR IGNORE INTO blocks (mh, size, source, added) VALUES (?, ?, ?, ?)",
-                [(mh, size, source, now) for mh, size, source in rows])
+                "INSERT OR IGNORE INTO blocks (mh, size, source, added, private) "
+                "VALUES (?, ?, ?, ?, ?)",
+                [(mh, size, source, now, int(private)) for mh, size, source, private in rows])
 
     def sources(self, mhs: list[bytes]) -> dict[str, int]:
         """How many of these blocks came from each source."""
@@ -137,6 +140,28 @@ class Index:
             "SELECT cid, kind, size, sha256, is_root, added FROM content "
             "WHERE is_root = 1 ORDER BY added, cid").fetchall()
         return [ContentRow(*r) for r in rows]
+
+    # -- privacy ------------------------------------------------------------------------------
+
+    def is_private(self, cid: bytes) -> bool:
+        row = self.conn.execute("SELECT private FROM content WHERE cid = ?", (cid,)).fetchone()
+        return bool(row and row[0])
+
+    def set_private(self, cid: bytes, kind: int, size: int, private: bool) -> None:
+        self.conn.execute(
+            "INSERT INTO content (cid, kind, size, added, private) VALUES (?, ?, ?, ?, ?) "
+            "ON CONFLICT(cid) DO UPDATE SET private = excluded.private",
+            (cid, kind, size, time.time(), int(private)))
+
+    def mark_blocks_private(self, mhs: Iterable[bytes], private: bool) -> None:
+        with self.conn:
+            self.conn.execute("BEGIN")
+            self.conn.executemany("UPDATE blocks SET private = ? WHERE mh = ?",
+                                  [(int(private), mh) for mh in mhs])
+
+    def block_is_private(self, mh: bytes) -> bool:
+        row = self.conn.execute("SELECT private FROM blocks WHERE mh = ?", (mh,)).fetchone()
+        return bool(row and row[0])
 
     # -- pins -------------------------------------------------------------------------------
 

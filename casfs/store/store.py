@@ -57,7 +57,7 @@ class Store:
         # of what a 1 MiB FUSE read may spend in casfs. See block_fd() for the rule of use.
         self._fds: OrderedDict[bytes, int] = OrderedDict()
         self._tmp_seq = itertools.count(1)  # next() is atomic: put() may run in threads
-        self._pending: list[tuple[bytes, int, str]] = []
+        self._pending: list[tuple[bytes, int, str, bool]] = []
         self._clean_tmp()
 
     @classmethod
@@ -125,7 +125,8 @@ class Store:
         finally:
             os.close(fd)
 
-    def put(self, cid: bytes, data: bytes | memoryview, source: str = "local") -> bool:
+    def put(self, cid: bytes, data: bytes | memoryview, source: str = "local",
+            private: bool = False) -> bool:
         """Store a block whose hash the caller has verified; False if it was already there.
 
         Safe to call from worker threads (file I/O and an atomic list append only)."""
@@ -143,7 +144,7 @@ class Store:
         except FileNotFoundError:
             os.makedirs(os.path.dirname(final), exist_ok=True)
             os.rename(tmp, final)
-        self._pending.append((cidmod.multihash_of(cid), len(data), source))
+        self._pending.append((cidmod.multihash_of(cid), len(data), source, private))
         return True
 
     def sync(self) -> None:
@@ -153,11 +154,11 @@ class Store:
         if rows:
             self.index.record_blocks(rows)
 
-    def pending(self) -> list[tuple[bytes, int, str]]:
+    def pending(self) -> list[tuple[bytes, int, str, bool]]:
         """Blocks written but not yet recorded in the index."""
         return list(self._pending)
 
-    def take_pending(self) -> list[tuple[bytes, int, str]]:
+    def take_pending(self) -> list[tuple[bytes, int, str, bool]]:
         rows, self._pending = self._pending, []  # one assignment: no append can be lost
         return rows
 

@@ -1,0 +1,81 @@
+"""Private content, privacy-first routing and bandwidth limits between real nodes."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from conftest import Casfs, random_file, wait_for
+from jsipfs import JsIpfs
+from liars import Proxy
+from test_peers import Node, connected, nodes  # noqa: F401  (fixture)
+
+pytestmark = pytest.mark.mount
+CHUNK = 262144
+
+
+def test_private_content_only_for_trusted_peers(nodes: Callable[..., Node],  # noqa: F811
+                                                tmp_path: Path) -> None:
+    # The fixture names homes node0, node1, …: node2 will be the friend, so its identity can
+    # be made (and trusted by the owner) before it starts.
+    friend_home = tmp_path / "node2"
+    friend_home.mkdir()
+    friend_did = json.loads(Casfs(friend_home).run("id", "--json").stdout)["did"]
+    owner = nodes(p2p=f'trusted = ["{friend_did}"]\n')
+    secret = random_file(tmp_path / "secret", 3 * CHUNK, seed=101)
+    (cid,) = owner.cli.run("add", "--quiet", "--private", secret).stdout.split()
+    stranger = nodes(owner.addr, deadline=4)
+    friend = nodes(owner.addr)
+    assert wait_for(lambda: connected(stranger, 1) and connected(friend, 1))
+    time.sleep(2.5)
+    with pytest.raises(OSError):  # refused: not a byte reaches the stranger
+        (stranger.path / cid).read_bytes()
+    status = json.loads(owner.cli.run("status", "--json").stdout)
+    assert status["p2p"]["refused"] >= 1
+    assert (friend.path / cid).read_bytes() == secret.read_bytes()
+    vis = subprocess.run(["getfattr", "--only-values", "-n", "user.cas.visibility",
+                          str(owner.path / cid)], capture_output=True, text=True).stdout
+    assert vis == "private"
+
+
+@pytest.mark.ipfs
+def test_privacy_first_never_asks_the_gateway_for_private_content(
+        nodes: Callable[..., Node], jsipfs: JsIpfs, tmp_path: Path) -> None:  # noqa: F811
+    owner = nodes()
+    mine = random_file(tmp_path / "mine", 5 * CHUNK, seed=104)
+    (cid,) = owner.cli.add(mine)
+    public = random_file(tmp_path / "public", 2 * CHUNK, seed=105)
+    public_cid = jsipfs.add_path(public)
+    with Proxy(jsipfs.gateway_url, "none") as counter:
+        r = nodes(owner.addr, chain='strategy = "privacy-first"\n',
+                  extra=f'[gateway]\nurl = "{counter.url}"\n')
+        assert wait_for(lambda: connected(r, 1))
+        time.sleep(2.5)
+        path = r.path / cid
+        assert subprocess.run(["setfattr", "-n", "user.cas.visibility", "-v", "private",
+                               str(path)]).returncode == 0
+        assert path.read_bytes() == mine.read_bytes()
+        assert counter.requests == 0  # private: peers only; the gateway never heard of it
+        assert (r.path / public_cid).read_bytes() == public.read_bytes()
+        assert counter.requests > 0  # public content still reads, through the gateway
+
+
+def test_bandwidth_limit_holds(nodes: Callable[..., Node], tmp_path: Path) -> None:  # noqa: F811
+    limit = 2_000_000
+    f = random_file(tmp_path / "big", 40_000_000, seed=106)
+    owner = nodes(p2p=f"bandwidth_limit = {limit}\n")
+    (cid,) = owner.cli.add(f)
+    r = nodes(owner.addr, deadline=60)
+    assert wait_for(lambda: connected(r, 1))
+    time.sleep(2.5)
+    t = time.monotonic()
+    out = subprocess.run(["cat", str(r.path / cid)], capture_output=True, timeout=120)
+    took = time.monotonic() - t
+    assert out.stdout == f.read_bytes()
+    rate = len(out.stdout) / took
+    # a one-second burst is allowed up front, so the average sits a little above the limit
+    assert 0.9 * limit <= rate <= 1.1 * limit, rate
