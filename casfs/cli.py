@@ -90,6 +90,13 @@ def build_parser() -> Parser:
     ps = sub.add_parser("pins", help="list pins")
     ps.add_argument("--json", action="store_true")
 
+    sk = sub.add_parser("swarm-key", help="private swarms: make or share a swarm key")
+    sk_sub = sk.add_subparsers(dest="key_command", required=True, parser_class=Parser)
+    gen = sk_sub.add_parser("generate", help="write HOME/swarm.key (IPFS swarm.key format)")
+    gen.add_argument("--force", action="store_true", help="replace an existing key")
+    share = sk_sub.add_parser("share", help="send the key, sealed, to a connected trusted peer")
+    share.add_argument("peer_id")
+
     i = sub.add_parser("id", help="this node's peer id, did:key and listen addresses")
     i.add_argument("--json", action="store_true")
 
@@ -384,6 +391,22 @@ def cmd_unpin(cfg: config.Config, args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_swarm_key(cfg: config.Config, args: argparse.Namespace) -> int:
+    from casfs.p2p import swarmkey
+
+    path = cfg.home / "swarm.key"
+    if args.key_command == "generate":
+        if path.exists() and not args.force:
+            raise QuietError(f"{path} exists; --force replaces it (peers must get the new one)")
+        cfg.home.mkdir(parents=True, exist_ok=True)
+        swarmkey.write(path, swarmkey.generate())
+        print(f"wrote {path}; mounts started from now on join only peers with this key")
+        return 0
+    reply = control.call(cfg.home, {"cmd": "share_key", "peer": args.peer_id})
+    print(f"{args.peer_id}: {reply['reply']}")
+    return 0
+
+
 def cmd_pins(cfg: config.Config, args: argparse.Namespace) -> int:
     with Store.open(cfg.home) as store:
         pins = [{"cid": cidmod.to_str(c), "complete": done, "reason": reason}
@@ -412,7 +435,7 @@ def main(argv: list[str] | None = None) -> int:
         handlers = {"add": cmd_add, "cat": cmd_cat, "verify": cmd_verify,
                     "status": cmd_status, "config": cmd_config, "id": cmd_id,
                     "peers": cmd_peers, "pin": cmd_pin, "unpin": cmd_unpin,
-                    "pins": cmd_pins}
+                    "pins": cmd_pins, "swarm-key": cmd_swarm_key}
         if args.command == "mount":
             return cmd_mount(cfg, args, global_args)
         if args.command == "umount":

@@ -53,7 +53,8 @@ def build_sources(cfg: Config, store: Store, peers: PeerNode | None = None
     if peers is not None:
         from casfs.chain.peer import PeerSource
 
-        sources.append(PeerSource(peers))
+        sources.append(PeerSource(peers, min_trust=0.2 if cfg.routing_strategy == "trust"
+                                  else 0.0))
     if cfg.ipfs_api:
         sources.append(IPFSNodeSource(cfg.ipfs_api, timeout=cfg.ipfs_timeout,
                                       retry_after=cfg.ipfs_retry_after,
@@ -131,6 +132,8 @@ def control_handler(node: Node, peers: PeerNode | None,  # type: ignore[no-untyp
             raise RuntimeError("the peer network is off (p2p.enabled = false)")
         if cmd in ("id", "peers"):
             return peers.status()
+        if cmd == "share_key":
+            return {"reply": await peers.share_key(str(request.get("peer", "")))}
         if cmd == "connect":
             addr = str(request.get("addr", ""))
             peer = await peers.connect(addr)

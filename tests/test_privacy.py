@@ -79,3 +79,72 @@ def test_bandwidth_limit_holds(nodes: Callable[..., Node], tmp_path: Path) -> No
     rate = len(out.stdout) / took
     # a one-second burst is allowed up front, so the average sits a little above the limit
     assert 0.9 * limit <= rate <= 1.1 * limit, rate
+
+
+def test_private_swarm(nodes: Callable[..., Node], tmp_path: Path) -> None:  # noqa: F811
+    a = nodes()
+    b = nodes(a.addr, p2p=f'trusted = ["{a.id()["did"]}"]\n')
+    assert wait_for(lambda: connected(b, 1))
+    # A makes a key and shares it, sealed to B's key; B keeps it because it trusts A.
+    a.cli.run("swarm-key", "generate")
+    b_id = str(b.id()["peer_id"])
+    assert "stored" in a.cli.run("swarm-key", "share", b_id).stdout
+    assert (b.cli.home / "swarm.key").read_text() == (a.cli.home / "swarm.key").read_text()
+    again = a.cli.run("swarm-key", "generate", check=False)
+    assert again.returncode != 0 and len(again.stderr.strip().splitlines()) == 1
+    for node in (a, b):  # the key is used from the next mount on
+        node.mount.stop()
+        node.mount.start()
+    f = random_file(tmp_path / "f", 2 * CHUNK, seed=107)
+    (cid,) = a.cli.add(f)
+    b.cli.run("peers", "add", a.addr)
+    assert wait_for(lambda: connected(b, 1))
+    time.sleep(2.5)
+    assert (b.path / cid).read_bytes() == f.read_bytes()
+    c = nodes(deadline=3)  # no key: cannot connect, cannot fetch
+    res = c.cli.run("peers", "add", a.addr, check=False)
+    assert res.returncode != 0
+    assert c.peers() == []
+    with pytest.raises(OSError):
+        (c.path / cid).read_bytes()
+
+
+@pytest.mark.expect_warnings
+def test_trust_based_stops_asking_a_liar(nodes: Callable[..., Node],  # noqa: F811
+                                         tmp_path: Path) -> None:
+    import sys
+
+    liar = subprocess.Popen([sys.executable, str(Path(__file__).parent / "peer_tool.py"),
+                             "liar"], stdout=subprocess.PIPE, text=True)
+    try:
+        liar_addr = liar.stdout.readline().strip()  # type: ignore[union-attr]
+        liar_id = liar_addr.rsplit("/", 1)[1]
+        honest = nodes()
+        files = [random_file(tmp_path / f"t{i}", 2 * CHUNK, seed=110 + i) for i in range(3)]
+        cids = honest.cli.add(*files)
+        r = nodes(liar_addr, deadline=3, chain='strategy = "trust"\n')
+        assert wait_for(lambda: connected(r, 1))
+        for cid in cids[:2]:  # only the liar to ask: two corrupt answers
+            with pytest.raises(OSError):
+                (r.path / cid).read_bytes()
+
+        def liar_state() -> dict[str, object]:
+            return next(p for p in r.peers() if p["peer_id"] == liar_id)
+
+        assert liar_state()["corrupt"] == 2 and float(liar_state()["trust"]) < 0.2
+        r.cli.run("peers", "add", honest.addr)
+        assert wait_for(lambda: connected(r, 2))
+        time.sleep(2.5)
+        assert (r.path / cids[2]).read_bytes() == files[2].read_bytes()
+        assert liar_state()["corrupt"] == 2  # never asked again
+        saved = r.cli.home / "index.sqlite"
+        import sqlite3
+
+        with sqlite3.connect(saved) as db:  # and the verdict outlives the mount
+            wait_for(lambda: db.execute("SELECT score FROM trust WHERE id = ?",
+                                        (liar_id,)).fetchone() is not None)
+            (score,) = db.execute("SELECT score FROM trust WHERE id = ?", (liar_id,)).fetchone()
+        assert score < 0.2
+    finally:
+        liar.kill()
+        liar.wait()

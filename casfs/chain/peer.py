@@ -36,9 +36,11 @@ class PeerSource(ContentSource):
     verifies = True
     name = "peers"
 
-    def __init__(self, node: PeerNode) -> None:
+    def __init__(self, node: PeerNode, min_trust: float = 0.0) -> None:
         super().__init__()
         self.node = node
+        # The trust-based strategy stops asking peers whose trust fell below this.
+        self.min_trust = min_trust
         self._origin: LRUCache[bytes, str] = LRUCache(maxsize=4096)
         self.bucket = TokenBucket(node.settings.bandwidth_limit)  # fetching side of the limit
 
@@ -47,7 +49,8 @@ class PeerSource(ContentSource):
 
     def candidates(self, cid: bytes) -> list[PeerState]:
         mh = cidmod.multihash_of(cid)
-        peers = [p for p in self.node.peers.values() if cid not in p.lied_about]
+        peers = [p for p in self.node.peers.values()
+                 if cid not in p.lied_about and p.trust >= self.min_trust]
         likely = [p for p in peers if p.might_have(mh)]
         return sorted(likely, key=PeerState.expected_time)
 
@@ -75,7 +78,7 @@ class PeerSource(ContentSource):
 
         async with trio.open_nursery() as nursery:
             for peer in list(self.node.peers.values()):
-                if cid not in peer.lied_about:
+                if cid not in peer.lied_about and peer.trust >= self.min_trust:
                     nursery.start_soon(ask, peer)
         return holders
 

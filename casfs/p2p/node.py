@@ -27,7 +27,7 @@ from libp2p.tools.anyio_service import background_trio_service
 
 from casfs import cid as cidmod
 from casfs.limit import TokenBucket
-from casfs.p2p import identity
+from casfs.p2p import identity, swarmkey
 from casfs.p2p.bloom import Bloom
 from casfs.p2p.bridge import IpfsPubsubBridge
 from casfs.p2p.client import Client, PeerUnavailable
@@ -70,14 +70,17 @@ class PeerNode:
         # Noise only: with the default options a peer knowing only a victim's public key was
         # accepted as that victim over plaintext/secio (FACTS.md).
         noise = NoiseTransport(self.keypair, noise_privkey=create_x25519().private_key)
+        self.home = home
+        self.psk = swarmkey.load(home)  # a private swarm: only holders of the key connect
         self.host = new_host(key_pair=self.keypair, sec_opt={NOISE_ID: noise},
-                             muxer_preference="YAMUX")
+                             muxer_preference="YAMUX", psk=self.psk)
         self.peer_id = str(self.host.get_id())
         self.peers: dict[str, PeerState] = {}
         self.client = Client(self.host)
         self.server = Server(store, self._on_hello, self.hello, self._on_pin,
                              may_have_private=self._trusted,
-                             bucket=TokenBucket(settings.bandwidth_limit))
+                             bucket=TokenBucket(settings.bandwidth_limit),
+                             on_key=self._on_key)
         # Set by the mount: decides whether to keep a replica a peer asks for.
         self.pin_handler: Any = None
         self.bloom = Bloom.for_items(0)
@@ -177,6 +180,9 @@ class PeerNode:
         state = self.peers.get(peer)
         if state is None:
             state = self.peers[peer] = PeerState(peer)
+            saved = self.store.index.trust(peer)  # trust earned in earlier mounts
+            if saved is not None:
+                state.trust = saved
             log.info("peer %s joined (%s)", peer, msg.header.get("did", "?"))
         state.did = str(msg.header.get("did", ""))
         state.caps = msg.header
@@ -216,6 +222,8 @@ class PeerNode:
                     log.info("peer %s left", peer)
                     del self.peers[peer]
                     self.client.forget(peer)
+            if self.peers:
+                self.store.index.save_trust({p: s.trust for p, s in self.peers.items()})
             if self._refresh_bloom():
                 for peer in list(self.peers):
                     self._nursery.start_soon(self._quiet_hello, peer)  # type: ignore[union-attr]
@@ -285,6 +293,35 @@ class PeerNode:
         state = self.peers.get(peer)
         allowed = self.settings.trusted
         return peer in allowed or (state is not None and state.did in allowed)
+
+    def _on_key(self, peer: str, sealed: bytes) -> tuple[bool, str]:
+        """A trusted peer shares its swarm key: keep it (used from the next mount on)."""
+        if not self._trusted(peer):
+            return False, "not a trusted peer"
+        try:
+            text = swarmkey.open_sealed(self.keypair, sealed)
+            key = swarmkey.parse(text)
+        except Exception as exc:  # noqa: BLE001 — whatever is wrong, the answer is no
+            return False, f"unreadable key: {type(exc).__name__}"
+        current = swarmkey.load(self.home)
+        if current is not None and current != key:
+            return False, "a different swarm key is installed"
+        swarmkey.write(self.home / "swarm.key", text)
+        log.info("peer %s shared a swarm key; it is used from the next mount on", peer)
+        return True, "stored"
+
+    async def share_key(self, peer: str) -> str:
+        path = self.home / "swarm.key"
+        if not path.exists():
+            raise ValueError("no swarm key here: run 'casfs swarm-key generate' first")
+        state = self.peers.get(peer)
+        if state is None or not state.did:
+            raise ValueError(f"{peer} is not connected")
+        sealed = swarmkey.seal_for(peer, state.did, path.read_text())
+        reply = await self.client.request(peer, Message(Msg.KEY, {}, sealed))
+        if reply.type != Msg.KEY_REPLY or reply.header.get("ok") is not True:
+            raise ValueError(f"{peer} did not take the key: {reply.header.get('reason')}")
+        return str(reply.header.get("reason"))
 
     def _on_pin(self, peer: str, cid: bytes) -> tuple[bool, str]:
         state = self.peers.get(peer)

@@ -25,13 +25,15 @@ log = logging.getLogger(__name__)
 OnHello = Callable[[str, Message], None]
 MakeHello = Callable[[], Message]
 OnPin = Callable[[str, bytes], tuple[bool, str]]
+OnKey = Callable[[str, bytes], tuple[bool, str]]
 
 
 class Server:
     def __init__(self, store: Store, on_hello: OnHello, make_hello: MakeHello,
                  on_pin: OnPin | None = None,
                  may_have_private: Callable[[str], bool] = lambda peer: False,
-                 bucket: TokenBucket | None = None) -> None:
+                 bucket: TokenBucket | None = None, on_key: OnKey | None = None) -> None:
+        self.on_key = on_key
         self.store = store
         self.on_hello = on_hello
         self.make_hello = make_hello
@@ -79,6 +81,9 @@ class Server:
                 raise wire.ProtocolError("PIN without a valid cid")
             ok, reason = self.on_pin(peer, cid) if self.on_pin else (False, "not offered")
             return Message(Msg.PIN_REPLY, {"ok": ok, "reason": reason})
+        if msg.type == Msg.KEY:
+            ok, reason = self.on_key(peer, msg.body) if self.on_key else (False, "not offered")
+            return Message(Msg.KEY_REPLY, {"ok": ok, "reason": reason})
         raise wire.ProtocolError(f"unexpected {msg.type.name}")
 
     def _has(self, text: object) -> bool:

@@ -33,6 +33,8 @@ class Msg(IntEnum):
     REFUSED = 7  # header {"reason"}
     PIN = 8  # header {"cid"} -> PIN_REPLY {"ok", "reason"}
     PIN_REPLY = 9
+    KEY = 10  # body = a swarm.key sealed to the receiver's key -> KEY_REPLY {"ok", "reason"}
+    KEY_REPLY = 11
 
 
 @dataclass

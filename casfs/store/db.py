@@ -45,6 +45,12 @@ CREATE TABLE IF NOT EXISTS pin_blocks (
     PRIMARY KEY (mh, root)
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS pin_blocks_root ON pin_blocks(root);
+-- Trust in peers (by peer id) and sources (by name), kept across mounts.
+CREATE TABLE IF NOT EXISTS trust (
+    id TEXT PRIMARY KEY,
+    score REAL NOT NULL,
+    updated REAL NOT NULL
+) WITHOUT ROWID;
 """
 
 
@@ -140,6 +146,21 @@ class Index:
             "SELECT cid, kind, size, sha256, is_root, added FROM content "
             "WHERE is_root = 1 ORDER BY added, cid").fetchall()
         return [ContentRow(*r) for r in rows]
+
+    # -- trust ------------------------------------------------------------------------------
+
+    def trust(self, ident: str) -> float | None:
+        row = self.conn.execute("SELECT score FROM trust WHERE id = ?", (ident,)).fetchone()
+        return row[0] if row else None
+
+    def save_trust(self, scores: dict[str, float]) -> None:
+        now = time.time()
+        with self.conn:
+            self.conn.execute("BEGIN")
+            self.conn.executemany(
+                "INSERT INTO trust (id, score, updated) VALUES (?, ?, ?) ON CONFLICT(id) "
+                "DO UPDATE SET score = excluded.score, updated = excluded.updated",
+                [(k, v, now) for k, v in scores.items()])
 
     # -- privacy ------------------------------------------------------------------------------
 
