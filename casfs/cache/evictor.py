@@ -52,6 +52,7 @@ class Evictor:
         self.access = access
         self.trust = trust
         self.stats = EvictionStats()
+        self._over = False
 
     async def _blocks_under(self, cid: bytes, start: int = 0) -> set[bytes]:
         """Multihashes of the local blocks of a file or directory (from offset start)."""
@@ -79,7 +80,9 @@ class Evictor:
         total = self.store.index.total_bytes()
         if total <= self.quota:
             return
-        self.stats.runs += 1
+        # These walks touch only local, mostly cached nodes and never yield: they are one
+        # stall for readers, so they count in the worst stall.
+        started = time.perf_counter()
         protected: set[bytes] = set()
         for cid in list(self.open_files()):
             protected |= await self._blocks_under(cid)
@@ -87,9 +90,11 @@ class Evictor:
         if self.policy.name == "predictive":
             for cid, offset in self.access.predicted_files():
                 ctx.predicted |= await self._blocks_under(cid, offset)
+        self._stall(started)
         # Listing and sorting every unpinned block may take long on a big store: in a worker
         # thread, with its own SQLite connection (WAL lets it read beside the mount's).
         ordered = await trio.to_thread.run_sync(self._ordered, protected, ctx)
+        evicted_before = self.stats.evicted_blocks
         target = int(self.quota * LOW_WATER)
         for i in range(0, len(ordered), BATCH):
             if total <= target:
@@ -105,9 +110,17 @@ class Evictor:
                 self.stats.evicted_blocks += 1
                 self.stats.evicted_bytes += cand.size
             self.store.index.forget_blocks(batch)
-            self.stats.worst_stall_ms = max(self.stats.worst_stall_ms,
-                                            (time.perf_counter() - started) * 1000)
+            self._stall(started)
             await trio.sleep(0)
-        if total > self.quota:
-            log.warning("store is over its quota (%d > %d bytes): the rest is pinned or open",
-                        total, self.quota)
+        if evicted := self.stats.evicted_blocks - evicted_before:
+            self.stats.runs += 1
+            log.debug("evicted %d blocks", evicted)
+        over = total > self.quota
+        if over and not self._over:  # said once, not every second while it lasts
+            log.info("store stays over its quota (%d > %d bytes): the rest is pinned or open",
+                     total, self.quota)
+        self._over = over
+
+    def _stall(self, started: float) -> None:
+        self.stats.worst_stall_ms = max(self.stats.worst_stall_ms,
+                                        (time.perf_counter() - started) * 1000)
