@@ -148,3 +148,19 @@ def test_trust_based_stops_asking_a_liar(nodes: Callable[..., Node],  # noqa: F8
     finally:
         liar.kill()
         liar.wait()
+
+
+def test_performance_reads_mostly_from_the_fast_peer(nodes: Callable[..., Node],  # noqa: F811
+                                                     tmp_path: Path) -> None:
+    f = random_file(tmp_path / "f", 32 * CHUNK, seed=120)
+    slow = nodes(p2p="bandwidth_limit = 1000000\n")
+    fast = nodes()
+    for holder in (slow, fast):
+        assert holder.cli.add(f)
+    r = nodes(slow.addr, fast.addr, chain='strategy = "performance"\n')
+    assert wait_for(lambda: connected(r, 2))
+    time.sleep(2.5)
+    assert (r.path / f"{fast.cli.add(f)[0]}").read_bytes() == f.read_bytes()
+    got = {p["peer_id"]: p["bytes"] for p in r.peers()}
+    from_fast, from_slow = got[fast.id()["peer_id"]], got[slow.id()["peer_id"]]
+    assert from_fast > 3 * from_slow, (from_fast, from_slow)
