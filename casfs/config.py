@@ -65,6 +65,12 @@ class Config:
     ipfs_bandwidth_limit: int = 0  # bytes/s fetched from the IPFS node (0: no limit)
     # Routing: "" keeps chain.order; else performance, trust, privacy-first or cost.
     routing_strategy: str = ""
+    # Content classes that put peers first, and those that put the IPFS links first. Off by
+    # default: the seed's lists put every public file on IPFS first, and the default chain is
+    # local → peers → IPFS → gateway.
+    content_classes: bool = False
+    prefer_p2p: tuple[str, ...] = ("private", "recent", "small")
+    prefer_ipfs: tuple[str, ...] = ("public", "large", "archived")
 
     @property
     def log_file(self) -> Path:
@@ -94,7 +100,9 @@ _KEYS = {
                 "collaborative": "collaborative", "min_peers": "min_peers",
                 "trust_required": "trust_required"},
     "log": {"level": "log_level"},
-    "chain": {"order": "chain_order", "deadline": "deadline", "strategy": "routing_strategy"},
+    "chain": {"order": "chain_order", "deadline": "deadline", "strategy": "routing_strategy",
+              "classes": "content_classes", "prefer_p2p": "prefer_p2p",
+              "prefer_ipfs": "prefer_ipfs"},
     "ipfs": {"api": "ipfs_api", "timeout": "ipfs_timeout", "retry_after": "ipfs_retry_after",
              "bandwidth_limit": "ipfs_bandwidth_limit"},
     "gateway": {"url": "gateway_url", "timeout": "gateway_timeout",

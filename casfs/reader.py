@@ -16,6 +16,7 @@ from cachetools import LRUCache
 
 from casfs import cid as cidmod
 from casfs.cache.access import AccessModel
+from casfs.chain.classes import current_file
 from casfs.dag import Dag
 from casfs.errors import BlockCorrupt
 from casfs.fetcher import BlockFetcher
@@ -119,6 +120,7 @@ class Reader:
                    ) -> memoryview | bytes:
         if size <= 0:
             return b""
+        current_file.set((cid, filesize))  # for the content class of what this read fetches
         if self.readahead is not None and filesize:
             self.readahead.after_read(cid, offset, size, filesize)
         spans = await self.dag.spans(cid, offset, size)

@@ -19,6 +19,7 @@ import trio
 from casfs import cid as cidmod
 from casfs.cache.access import AccessModel
 from casfs.chain import ContentSource, DiscoveryChain
+from casfs.chain.classes import Preferences, classify, current_file
 from casfs.chain.gateway import GatewaySource
 from casfs.chain.ipfs import IPFSNodeSource
 from casfs.config import Config
@@ -74,16 +75,28 @@ async def open_node(cfg: Config, store: Store, nursery: trio.Nursery | None = No
         from casfs.chain.routing import STRATEGIES, ContentRouter
 
         router = ContentRouter(STRATEGIES[cfg.routing_strategy]())
+    access = AccessModel()
+
+    def classifier(cid: bytes, private: bool) -> set[str]:
+        read = current_file.get()
+        if read is None:
+            return classify(private, None, None, None)
+        file, size = read
+        last = access.position.get(file)
+        row = store.index.content(file)
+        return classify(private, size, last[1] if last else None, row.added if row else None)
+
     chain = DiscoveryChain(build_sources(cfg, store, peers), ttl=cfg.deadline,
                            order=cfg.chain_order, router=router,
-                           requester=peers.did if peers is not None else "")
+                           requester=peers.did if peers is not None else "",
+                           classifier=classifier if cfg.content_classes else None,
+                           preferences=Preferences(cfg.prefer_p2p, cfg.prefer_ipfs))
     fetcher = BlockFetcher(store, chain if chain.sources else None,
                            memory_bytes=cfg.memory_cache_bytes)
     dag = Dag(fetcher, cfg.max_cached_nodes)
     readahead = None
     if nursery is not None and chain.sources and cfg.readahead_bytes:
         readahead = ReadAhead(dag, fetcher, nursery, cfg.readahead_bytes)
-    access = AccessModel()
     reader = Reader(dag, fetcher, readahead, access)
     try:
         yield Node(cfg, store, chain, fetcher, dag, reader, Tree(store, dag, reader), access)

@@ -16,6 +16,7 @@ import trio
 
 from casfs import cid as cidmod
 from casfs.chain.base import ContentSource, P2PContentRequest
+from casfs.chain.classes import Classifier, Preferences, order_for
 from casfs.chain.routing import ContentRouter
 from casfs.errors import BlockCorrupt, BlockNotFound, DeadlineExceeded, SourceUnavailable
 
@@ -25,7 +26,11 @@ log = logging.getLogger(__name__)
 class DiscoveryChain:
     def __init__(self, sources: list[ContentSource], ttl: float = 30.0,
                  order: tuple[str, ...] = ("peer", "ipfs", "gateway"),
-                 router: ContentRouter | None = None, requester: str = "") -> None:
+                 router: ContentRouter | None = None, requester: str = "",
+                 classifier: Classifier | None = None,
+                 preferences: Preferences | None = None) -> None:
+        self.classifier = classifier
+        self.preferences = preferences or Preferences()
         self.sources = sources
         self.ttl = ttl
         self.order = order
@@ -33,8 +38,10 @@ class DiscoveryChain:
         self.requester = requester
 
     def request(self, cid: bytes, private: bool = False) -> P2PContentRequest:
-        return P2PContentRequest(cidmod.to_str(cid), self.requester, self.order, self.ttl,
-                                 private)
+        order = self.order
+        if self.classifier is not None:
+            order = order_for(self.classifier(cid, private), self.preferences, order)
+        return P2PContentRequest(cidmod.to_str(cid), self.requester, order, self.ttl, private)
 
     def ordered(self, request: P2PContentRequest) -> list[ContentSource]:
         if self.router is not None:
