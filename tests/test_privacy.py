@@ -152,8 +152,8 @@ def test_trust_based_stops_asking_a_liar(nodes: Callable[..., Node],  # noqa: F8
 
 def test_performance_reads_mostly_from_the_fast_peer(nodes: Callable[..., Node],  # noqa: F811
                                                      tmp_path: Path) -> None:
-    f = random_file(tmp_path / "f", 32 * CHUNK, seed=120)
-    slow = nodes(p2p="bandwidth_limit = 1000000\n")
+    f = random_file(tmp_path / "f", 48 * CHUNK, seed=120)
+    slow = nodes(p2p="bandwidth_limit = 500000\n")
     fast = nodes()
     for holder in (slow, fast):
         assert holder.cli.add(f)
@@ -163,4 +163,4 @@ def test_performance_reads_mostly_from_the_fast_peer(nodes: Callable[..., Node],
     assert (r.path / f"{fast.cli.add(f)[0]}").read_bytes() == f.read_bytes()
     got = {p["peer_id"]: p["bytes"] for p in r.peers()}
     from_fast, from_slow = got[fast.id()["peer_id"]], got[slow.id()["peer_id"]]
-    assert from_fast > 3 * from_slow, (from_fast, from_slow)
+    assert from_fast > 2 * from_slow, (from_fast, from_slow)
