@@ -91,6 +91,10 @@ async def open_node(cfg: Config, store: Store, nursery: trio.Nursery | None = No
                            requester=peers.did if peers is not None else "",
                            classifier=classifier if cfg.content_classes else None,
                            preferences=Preferences(cfg.prefer_p2p, cfg.prefer_ipfs))
+    for source in chain.sources:  # trust learned in earlier mounts
+        prior = store.index.trust(f"source:{source.name}")
+        if prior is not None:
+            source.stats.prior_trust = prior
     fetcher = BlockFetcher(store, chain if chain.sources else None,
                            memory_bytes=cfg.memory_cache_bytes)
     dag = Dag(fetcher, cfg.max_cached_nodes)
@@ -189,6 +193,8 @@ async def housekeeping(node: Node, steps: list[Step], status: Callable[[], dict[
                 await step()
             except Exception:  # one failing policy must not stop durability and the rest
                 log.exception("housekeeping step %s failed", getattr(step, "__name__", step))
+        node.store.index.save_trust({f"source:{s.name}": s.stats.trust()
+                                     for s in node.chain.sources})
         write_status(node, status())
 
 

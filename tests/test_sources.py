@@ -5,13 +5,14 @@ from __future__ import annotations
 import errno
 import json
 import os
+import sqlite3
 import subprocess
 import time
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from conftest import Casfs, Mount, random_file
+from conftest import Casfs, Mount, random_file, wait_for
 from jsipfs import JsIpfs
 from liars import Proxy, Silent
 
@@ -64,6 +65,14 @@ def test_lying_gateway_never_reaches_a_reader(casfs: Casfs, jsipfs: JsIpfs, tmp_
             (m.path / cid).read_bytes()
         assert e.value.errno in (errno.ENOENT, errno.EIO)
         assert liar.requests > 0
+
+        def distrusted() -> bool:  # the verdict is kept for later mounts
+            with sqlite3.connect(casfs.home / "index.sqlite") as db:
+                row = db.execute("SELECT score FROM trust WHERE id = ?",
+                                 (f"source:gateway {liar.url}",)).fetchone()
+            return row is not None and row[0] < 0.5
+
+        assert wait_for(distrusted, timeout=5)
     # With an honest IPFS node behind the liar, the read falls back and is byte-exact.
     home2 = tmp_path / "home2"
     home2.mkdir()

@@ -39,6 +39,7 @@ class SourceStats:
     busy_seconds: float = 0.0  # time spent delivering hits, for a bandwidth estimate
     last_error: str = ""
     down_until: float = 0.0  # monotonic; skip the source until then
+    prior_trust: float = 0.5  # trust earned in earlier mounts (persisted in the index)
     since: float = field(default_factory=time.time)
 
     def record_hit(self, nbytes: int, seconds: float) -> None:
@@ -49,11 +50,19 @@ class SourceStats:
         self.latency_ewma = seconds if self.hits == 1 else \
             (1 - alpha) * self.latency_ewma + alpha * seconds
 
+    def trust(self) -> float:
+        """Raised by verified blocks, lowered by corrupt ones (most), timeouts and refusals;
+        starts from what earlier mounts learned, weighted as ten answers."""
+        good = self.hits + 10 * self.prior_trust
+        bad = self.corrupt * 5 + self.failures + 10 * (1 - self.prior_trust)
+        return good / (good + bad)
+
     def as_dict(self) -> dict[str, object]:
         return {"hits": self.hits, "misses": self.misses, "failures": self.failures,
                 "corrupt": self.corrupt, "bytes": self.bytes,
                 "mean_latency_ms": round(self.latency_ewma * 1000, 2),
-                "down": self.down_until > time.monotonic(), "last_error": self.last_error}
+                "down": self.down_until > time.monotonic(), "last_error": self.last_error,
+                "trust": round(self.trust(), 3)}
 
 
 class ContentSource(ABC):

@@ -106,11 +106,8 @@ class ContentRouter:
 
     def view(self, source: ContentSource) -> SourceView:
         st = source.stats
-        # Trust from the link's record: verified blocks raise it, corrupt ones, timeouts and
-        # refusals lower it (corruption counts most).
-        good, bad = st.hits + 1, st.corrupt * 5 + st.failures + 1
         bandwidth = st.bytes / max(st.busy_seconds, 1e-3) if st.hits else 10e6
-        return SourceView(source, source.kind, good / (good + bad), bandwidth,
+        return SourceView(source, source.kind, st.trust(), bandwidth,
                           st.latency_ewma * 1000, source.kind == "peer",
                           source.kind == "ipfs", source.kind == "gateway")
 
