@@ -126,9 +126,11 @@ class Reader:
         spans = await self.dag.spans(cid, offset, size)
         if self.access is not None:
             self.access.on_read(cid, offset, size, [cidmod.multihash_of(b) for b, _, _ in spans])
-        memory = self.fetcher.memory
-        missing = [bcid for bcid, _, _ in spans if bcid not in memory and
-                   cidmod.identity_data(bcid) is None and not self.store.has(bcid)]
+        # One pass: bytes already in hand (identity CIDs, the memory cache) are kept by
+        # reference, so a cache eviction during the fetches below cannot take them away.
+        held = [cidmod.identity_data(bcid) or self.fetcher.cached(bcid) for bcid, _, _ in spans]
+        missing = [bcid for (bcid, _, _), data in zip(spans, held, strict=True)
+                   if data is None and not self.store.has(bcid)]
         if missing:
             async with trio.open_nursery() as nursery:
                 for bcid in missing:
@@ -138,10 +140,9 @@ class Reader:
         buf = self._buf if total <= len(self._buf) else bytearray(total)
         view = memoryview(buf)
         pos = 0
-        for bcid, start, length in spans:
-            inline = cidmod.identity_data(bcid) or self.fetcher.cached(bcid)
-            if inline is not None:
-                view[pos : pos + length] = inline[start : start + length]
+        for (bcid, start, length), data in zip(spans, held, strict=True):
+            if data is not None:
+                view[pos : pos + length] = data[start : start + length]
             else:
                 try:
                     blockfile.read_into(self.store.block_fd(bcid), view[pos : pos + length],
