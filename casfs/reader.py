@@ -33,7 +33,7 @@ class ReadAhead:
     """
 
     def __init__(self, dag: Dag, fetcher: BlockFetcher, nursery: trio.Nursery, window: int,
-                 parallel: int = 2, range_bytes: int = 8 << 20) -> None:
+                 parallel: int = 4, range_bytes: int = 4 << 20) -> None:
         self.range_bytes = range_bytes
         self.dag = dag
         self.fetcher = fetcher
@@ -64,7 +64,7 @@ class ReadAhead:
         except Exception as exc:  # a failed read-ahead is retried by the read itself
             log.debug("read-ahead of %s failed: %s", cidmod.to_str(cid), exc)
             return
-        has = self.fetcher.store.has
+        has = self.fetcher.has
         if leaves is None:
             for bcid, _, _ in spans:
                 if not has(bcid):
@@ -94,13 +94,13 @@ class ReadAhead:
         # No source sends ranges (peers send blocks): fetch the run block by block, in
         # parallel, which also spreads it over several holders.
         for bcid, _, _ in run:
-            if not self.fetcher.store.has(bcid):
+            if not self.fetcher.has(bcid):
                 self.nursery.start_soon(self._one, bcid)
 
     async def _one(self, bcid: bytes) -> None:
         async with self._block_limiter:
             try:
-                await self.fetcher.ensure_local(bcid)
+                await self.fetcher.ensure_local(bcid, behind=True)
             except Exception as exc:
                 log.debug("read-ahead of block %s failed: %s", cidmod.to_str(bcid), exc)
 
@@ -129,12 +129,14 @@ class Reader:
         # One pass: bytes already in hand (identity CIDs, the memory cache) are kept by
         # reference, so a cache eviction during the fetches below cannot take them away.
         held = [cidmod.identity_data(bcid) or self.fetcher.cached(bcid) for bcid, _, _ in spans]
-        missing = [bcid for (bcid, _, _), data in zip(spans, held, strict=True)
+        missing = [i for i, ((bcid, _, _), data) in enumerate(zip(spans, held, strict=True))
                    if data is None and not self.store.has(bcid)]
         if missing:
             async with trio.open_nursery() as nursery:
-                for bcid in missing:
-                    nursery.start_soon(self.fetcher.ensure_local, bcid)
+                for i in missing:
+                    nursery.start_soon(self.fetcher.ensure_local, spans[i][0], True)
+            for i in missing:  # fetched blocks may still be on their way to disk
+                held[i] = self.fetcher.cached(spans[i][0])
         # From here on no await: the cached fds and the shared buffer stay ours.
         total = sum(length for _, _, length in spans)
         buf = self._buf if total <= len(self._buf) else bytearray(total)

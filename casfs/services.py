@@ -96,7 +96,7 @@ async def open_node(cfg: Config, store: Store, nursery: trio.Nursery | None = No
         if prior is not None:
             source.stats.prior_trust = prior
     fetcher = BlockFetcher(store, chain if chain.sources else None,
-                           memory_bytes=cfg.memory_cache_bytes)
+                           memory_bytes=cfg.memory_cache_bytes, nursery=nursery)
     dag = Dag(fetcher, cfg.max_cached_nodes)
     readahead = None
     if nursery is not None and chain.sources and cfg.readahead_bytes:

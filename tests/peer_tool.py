@@ -2,10 +2,13 @@
 
     python peer_tool.py liar              serves corrupt blocks for every CID; prints its address
     python peer_tool.py garbage ADDR      sends malformed frames to the node at ADDR, then exits
+    python peer_tool.py getmany ADDR CID...  one GET_MANY for the CIDs; prints one line per
+                                          reply: "BLOCK <sha256 of body>" or the reply type
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
 import struct
 import sys
@@ -22,7 +25,7 @@ from libp2p.security.noise.transport import PROTOCOL_ID as NOISE_ID
 from libp2p.security.noise.transport import Transport as NoiseTransport
 
 from casfs.p2p import wire
-from casfs.p2p.config import PROTOCOL_ID
+from casfs.p2p.config import MAX_MANY, PROTOCOL_ID
 from casfs.p2p.wire import Message, Msg
 
 _swarm._HAPPY_EYEBALLS_DELAY = 0
@@ -68,6 +71,8 @@ async def garbage(addr: str) -> None:
         struct.pack(">IBI", 5, 99, 0),  # unknown message type
         struct.pack(">IBI", 9, 4, 4) + b"{{{{",  # header is not JSON
         struct.pack(">IBI", 5, 4, 1000),  # header longer than the frame
+        wire.encode(Message(Msg.GET_MANY, {"cids": ["x"] * (MAX_MANY + 1)})),  # too many
+        wire.encode(Message(Msg.GET_MANY, {"cids": "not a list"})),
         struct.pack(">I", 1 << 20) + b"short",  # truncated frame, then close
     ]
     resets = 0
@@ -88,6 +93,27 @@ async def garbage(addr: str) -> None:
     print(f"sent {len(frames)} bad frames, {resets} streams ended", flush=True)
 
 
+async def getmany(addr: str, cids: list[str]) -> None:
+    host = make_host()
+    async with host.run(listen_addrs=[multiaddr.Multiaddr("/ip4/127.0.0.1/tcp/0")]):
+        info = info_from_p2p_addr(multiaddr.Multiaddr(addr))
+        with trio.fail_after(20):
+            await host.connect(info)
+            stream = await host.new_stream(info.peer_id, [TProtocol(PROTOCOL_ID)])
+            await stream.write(wire.encode(Message(Msg.GET_MANY, {"cids": cids})))
+            reader = wire.Reader(stream)
+            for _ in cids:
+                reply = await reader.read()
+                body = f" {hashlib.sha256(reply.body).hexdigest()}" if reply.body else ""
+                print(f"{reply.type.name}{body}", flush=True)
+            await stream.close()
+
+
 if __name__ == "__main__":
     mode = sys.argv[1]
-    trio.run(liar if mode == "liar" else (lambda: garbage(sys.argv[2])))
+    if mode == "liar":
+        trio.run(liar)
+    elif mode == "getmany":
+        trio.run(getmany, sys.argv[2], sys.argv[3:])
+    else:
+        trio.run(garbage, sys.argv[2])

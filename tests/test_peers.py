@@ -173,6 +173,26 @@ def test_garbage_frames_do_not_hurt_a_node(nodes: Callable[..., Node], tmp_path:
     assert "Traceback" not in a.mount.log()
 
 
+def test_get_many_streams_blocks_in_order(nodes: Callable[..., Node], tmp_path: Path) -> None:
+    """A batch of GETs on one stream: one reply per CID, in order, NOT_FOUND in its place."""
+    from casfs import cid as cidmod
+
+    f = random_file(tmp_path / "f", 3 * CHUNK, seed=36)
+    a = nodes()
+    a.cli.add(f)
+    data = f.read_bytes()
+    digests = [hashlib.sha256(data[i : i + CHUNK]).digest() for i in range(0, len(data), CHUNK)]
+    leaves = [cidmod.to_str(cidmod.raw_from_sha256(d)) for d in digests]
+    absent = cidmod.to_str(cidmod.raw_from_sha256(hashlib.sha256(b"nowhere").digest()))
+    ask = [leaves[2], leaves[0], absent, leaves[1]]
+    res = subprocess.run([sys.executable, str(HERE / "peer_tool.py"), "getmany", a.addr, *ask],
+                         capture_output=True, text=True, timeout=60)
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.split("\n")[:4] == [
+        f"BLOCK {digests[2].hex()}", f"BLOCK {digests[0].hex()}", "NOT_FOUND",
+        f"BLOCK {digests[1].hex()}"]
+
+
 def test_peers_add_and_cli(nodes: Callable[..., Node], tmp_path: Path) -> None:
     a = nodes()
     b = nodes()

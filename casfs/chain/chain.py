@@ -132,7 +132,7 @@ class DiscoveryChain:
                             request.content_hash, exc)
                 continue
             source.stats.record_hit(sum(map(len, datas)), time.monotonic() - started)
-            return datas, source.name
+            return datas, source.origin(leaves[0][0])
         raise SourceUnavailable("no source could send the range")
 
     def stats(self) -> dict[str, dict[str, object]]:

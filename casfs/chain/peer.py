@@ -22,6 +22,7 @@ from casfs.chain.base import ContentSource, P2PContentRequest
 from casfs.errors import BlockCorrupt, BlockNotFound, SourceUnavailable
 from casfs.limit import TokenBucket
 from casfs.p2p.client import PeerUnavailable
+from casfs.p2p.config import MAX_MANY
 from casfs.p2p.node import PeerNode
 from casfs.p2p.peers import PeerState
 from casfs.p2p.wire import Message, Msg, ProtocolError
@@ -117,16 +118,22 @@ class PeerSource(ContentSource):
         raise SourceUnavailable("; ".join(errors[:3]) or "peers did not answer")
 
     async def _get(self, peer: PeerState, cid: bytes) -> bytes:
-        text = cidmod.to_str(cid)
         peer.inflight += 1
         started = time.monotonic()
         try:
-            reply = await self.node.client.request(peer.peer_id, Message(Msg.GET, {"cid": text}))
+            reply = await self.node.client.request(peer.peer_id,
+                                                   Message(Msg.GET, {"cid": cidmod.to_str(cid)}))
         except (PeerUnavailable, ProtocolError) as exc:
             peer.record_failure()
             raise SourceUnavailable(str(exc)) from None
         finally:
             peer.inflight -= 1
+        return await self._accept(peer, cid, reply, time.monotonic() - started)
+
+    async def _accept(self, peer: PeerState, cid: bytes, reply: Message, seconds: float
+                      ) -> bytes:
+        """The block in a GET reply, verified; raises (and marks the peer) otherwise."""
+        text = cidmod.to_str(cid)
         if reply.type == Msg.NOT_FOUND:
             raise BlockNotFound(text)
         if reply.type == Msg.REFUSED:
@@ -138,7 +145,40 @@ class PeerSource(ContentSource):
             log.warning("peer %s sent a corrupt block %s; its trust is now %.2f",
                         peer.peer_id, text, peer.trust)
             raise BlockCorrupt(f"peer {peer.peer_id} sent a corrupt {text}")
-        peer.record_block(len(reply.body), time.monotonic() - started)
+        peer.record_block(len(reply.body), seconds)
         self._origin[cid] = f"peer {peer.peer_id}"
         await self.bucket.consume(len(reply.body))
         return reply.body
+
+    # Consecutive leaves of a sequentially read file come as one GET_MANY batch from one
+    # holder; parallel batches go to different holders (least loaded first), which is how a
+    # file spreads over several of them.
+    supports_ranges = True
+
+    async def retrieve_range(self, root: bytes, offset: int, leaves: list[tuple[bytes, int]],
+                             request: P2PContentRequest) -> list[bytes]:
+        cids = [cid for cid, _ in leaves][:MAX_MANY]
+        if len(cids) < len(leaves):
+            raise SourceUnavailable(f"more than {MAX_MANY} blocks in one range")
+        mhs = [cidmod.multihash_of(cid) for cid in cids]
+        peers = [p for p in self.node.peers.values()
+                 if p.trust >= self.min_trust and not any(c in p.lied_about for c in cids)
+                 and p.bloom is not None and all(p.might_have(mh) for mh in mhs)]
+        if not peers:
+            raise SourceUnavailable("no peer is known to hold the whole range")
+        size = sum(n for _, n in leaves)
+        peer = min(peers, key=lambda p: p.expected_time(size))
+        peer.inflight += len(cids)
+        started = time.monotonic()
+        try:
+            replies = await self.node.client.request_many(
+                peer.peer_id, Message(Msg.GET_MANY, {"cids": [cidmod.to_str(c) for c in cids]}),
+                len(cids), timeout=HEDGE_MAX)  # a stalled batch falls back to hedged GETs
+        except (PeerUnavailable, ProtocolError) as exc:
+            peer.record_failure()
+            raise SourceUnavailable(str(exc)) from None
+        finally:
+            peer.inflight -= len(cids)
+        each = (time.monotonic() - started) / len(cids)
+        return [await self._accept(peer, cid, reply, each)
+                for cid, reply in zip(cids, replies, strict=True)]

@@ -30,11 +30,19 @@ class Client:
 
     async def request(self, peer: str, msg: Message, timeout: float = REQUEST_TIMEOUT
                       ) -> Message:
+        return (await self.request_many(peer, msg, 1, timeout))[0]
+
+    async def request_many(self, peer: str, msg: Message, count: int,
+                           timeout: float = REQUEST_TIMEOUT) -> list[Message]:
+        """Send msg, read count replies (timeout applies to each)."""
         stream, reader = await self._take(peer)
+        replies: list[Message] = []
         try:
             with trio.fail_after(timeout):
                 await stream.write(wire.encode(msg))
-                reply = await reader.read()
+            for _ in range(count):
+                with trio.fail_after(timeout):
+                    replies.append(await reader.read())
         except BaseException as exc:
             # Whatever happened (cancelled by a faster peer, timeout, EOF), the stream may
             # hold half a reply: never reuse it.
@@ -47,7 +55,7 @@ class Client:
             pool.append((stream, reader))
         else:
             await _quietly(stream.close)
-        return reply
+        return replies
 
     async def _take(self, peer: str) -> tuple[Any, wire.Reader]:
         pool = self._idle.get(peer)

@@ -11,6 +11,9 @@ TOPIC = "casfs/new-content/1"
 MAX_FRAME = (2 << 20) + 4096
 MAX_HEADER = 64 << 10
 MAX_HAVE = 1024  # CIDs in one have-query
+# Blocks asked for in one GET_MANY. Replies stream back on one stream, as a raw transfer does:
+# one request and one stream switch per batch instead of per block.
+MAX_MANY = 64
 
 CONNECT_TIMEOUT = 5.0  # a silent peer would hold connect() for 120 s
 STREAM_TIMEOUT = 5.0  # new_stream to a frozen peer takes 10 s

@@ -7,7 +7,7 @@ raise and would take the mount down with it (FACTS.md). A bad peer only loses it
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import trio
@@ -16,7 +16,7 @@ from casfs import cid as cidmod
 from casfs.errors import BlockCorrupt, BlockNotFound
 from casfs.limit import TokenBucket
 from casfs.p2p import wire
-from casfs.p2p.config import IDLE_TIMEOUT, MAX_HAVE, REQUEST_TIMEOUT
+from casfs.p2p.config import IDLE_TIMEOUT, MAX_HAVE, MAX_MANY, REQUEST_TIMEOUT
 from casfs.p2p.wire import Message, Msg
 from casfs.store import Store
 
@@ -52,16 +52,28 @@ class Server:
             while True:
                 with trio.fail_after(IDLE_TIMEOUT):
                     msg = await reader.read()
-                reply = self.answer(peer, msg)
-                await self.bucket.consume(len(reply.body))  # p2p_bandwidth_limit
-                with trio.fail_after(REQUEST_TIMEOUT):
-                    await stream.write(wire.encode(reply))
+                for reply in self.answers(peer, msg):
+                    await self.bucket.consume(len(reply.body))  # p2p_bandwidth_limit
+                    with trio.fail_after(REQUEST_TIMEOUT):
+                        await stream.write(wire.encode(reply))
         except EOFError:
             await _quietly(stream.close)
         except Exception as exc:  # noqa: BLE001 — see the module docstring
             self.bad_streams += 1
             log.debug("stream from %s reset: %s: %s", peer, type(exc).__name__, exc)
             await _quietly(stream.reset)
+
+    def answers(self, peer: str, msg: Message) -> Iterator[Message]:
+        """The replies to msg, in order: one per block for GET_MANY (read as they are sent,
+        so a batch never sits in memory whole), else exactly one."""
+        if msg.type != Msg.GET_MANY:
+            yield self.answer(peer, msg)
+            return
+        cids = msg.header.get("cids")
+        if not isinstance(cids, list) or not 0 < len(cids) <= MAX_MANY:
+            raise wire.ProtocolError("bad GET_MANY")
+        for text in cids:
+            yield self._get(peer, text)
 
     def answer(self, peer: str, msg: Message) -> Message:
         if msg.type == Msg.HELLO:

@@ -35,6 +35,7 @@ class Msg(IntEnum):
     PIN_REPLY = 9
     KEY = 10  # body = a swarm.key sealed to the receiver's key -> KEY_REPLY {"ok", "reason"}
     KEY_REPLY = 11
+    GET_MANY = 12  # header {"cids": [...]} -> one GET reply per cid, in order, same stream
 
 
 @dataclass

@@ -27,6 +27,7 @@ from casfs.store.db import Index
 log = logging.getLogger(__name__)
 _libc = ctypes.CDLL(None, use_errno=True)
 FD_CACHE = 256
+_SHARD_CHARS = "abcdefghijklmnopqrstuvwxyz234567"  # base32, as in _relpath
 
 
 @lru_cache(maxsize=65536)
@@ -50,8 +51,13 @@ class Store:
         self.home = home
         self.blocks_dir = home / "blocks"
         self.tmp_dir = home / "tmp"
+        fresh = not self.blocks_dir.exists()
         for d in (home, self.blocks_dir, self.tmp_dir):
             d.mkdir(parents=True, exist_ok=True)
+        if fresh:  # all 1024 shard directories now: a mkdir per shard mid-read stalls for ms
+            for a in _SHARD_CHARS:
+                for b in _SHARD_CHARS:
+                    (self.blocks_dir / f"{a}{b}").mkdir(exist_ok=True)
         self.index = Index(home / "index.sqlite")
         # Open block files, most recent last: open+close per block read cost ~10 µs, a sixth
         # of what a 1 MiB FUSE read may spend in casfs. See block_fd() for the rule of use.
