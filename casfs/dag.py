@@ -71,7 +71,7 @@ class Dag:
         except BlockNotFound:
             return len(await self.fetcher.get(cid))
         try:
-            return blockfile.parse_header(os.pread(fd, blockfile.PROBE, 0))[0]
+            return blockfile.read_header(fd).length
         finally:
             os.close(fd)
 

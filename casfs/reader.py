@@ -10,15 +10,16 @@ the read.
 from __future__ import annotations
 
 import logging
+import time
 
 import trio
-from cachetools import LRUCache
+from cachetools import LRUCache, TTLCache
 
 from casfs import cid as cidmod
 from casfs.cache.access import AccessModel
 from casfs.chain.classes import current_file
 from casfs.dag import Dag
-from casfs.errors import BlockCorrupt
+from casfs.errors import BlockCorrupt, BlockNotFound
 from casfs.fetcher import BlockFetcher
 from casfs.store import blockfile
 
@@ -43,12 +44,22 @@ class ReadAhead:
         self._block_limiter = trio.CapacityLimiter(16)
         self._last_end: LRUCache[bytes, int] = LRUCache(maxsize=1024)
         self._scheduled: LRUCache[bytes, int] = LRUCache(maxsize=1024)
+        # Files under a complete pin (everything `casfs add`ed) are local by construction:
+        # looking ahead in them cost a stat per block, ~8% of a local sequential read.
+        self._local: TTLCache[bytes, bool] = TTLCache(maxsize=1024, ttl=5.0,
+                                                      timer=time.monotonic)
+
+    def _all_local(self, cid: bytes) -> bool:
+        local = self._local.get(cid)
+        if local is None:
+            local = self._local[cid] = self.fetcher.store.index.pin_state(cid) is True
+        return local
 
     def after_read(self, cid: bytes, offset: int, size: int, filesize: int) -> None:
         end = offset + size
         sequential = offset == 0 or self._last_end.get(cid) == offset
         self._last_end[cid] = end
-        if not sequential:
+        if not sequential or self._all_local(cid):
             return
         start = max(end, self._scheduled.get(cid, 0))
         stop = min(filesize, end + self.window)
@@ -130,7 +141,7 @@ class Reader:
         # reference, so a cache eviction during the fetches below cannot take them away.
         held = [cidmod.identity_data(bcid) or self.fetcher.cached(bcid) for bcid, _, _ in spans]
         missing = [i for i, ((bcid, _, _), data) in enumerate(zip(spans, held, strict=True))
-                   if data is None and not self.store.has(bcid)]
+                   if data is None and not self._opens(bcid)]
         if missing:
             async with trio.open_nursery() as nursery:
                 for i in missing:
@@ -147,11 +158,23 @@ class Reader:
                 view[pos : pos + length] = data[start : start + length]
             else:
                 try:
-                    blockfile.read_into(self.store.block_fd(bcid), view[pos : pos + length],
-                                        start, self._scratch)
+                    fd, head = self.store.block_file(bcid)
+                    blockfile.read_into(fd, head, view[pos : pos + length], start, self._scratch)
                 except BlockCorrupt:
                     # Never serve it; drop it so the next read fetches a good copy.
                     self.store.drop(bcid)
                     raise
             pos += length
         return view[:total]
+
+    def _opens(self, bcid: bytes) -> bool:
+        """Whether the block is in the store, by opening it into the store's fd cache (the
+        read below needs it open anyway; a stat first would cost a second path lookup)."""
+        try:
+            self.store.block_file(bcid)
+        except BlockNotFound:
+            return False
+        except BlockCorrupt:
+            self.store.drop(bcid)  # a damaged header: fetch a good copy
+            return False
+        return True

@@ -46,13 +46,44 @@ def test_damaged_block_is_never_returned(home: Path) -> None:
             store.get(c)
         fd = store.open_block(c)
         try:
+            head = blockfile.read_header(fd)
             out = bytearray(4096)
-            blockfile.read_into(fd, memoryview(out), 0, bytearray())  # first segment is fine
+            blockfile.read_into(fd, head, memoryview(out), 0, bytearray())  # segment 0 is fine
             assert out == data[:4096]
             with pytest.raises(BlockCorrupt):  # the last one is not
-                blockfile.read_into(fd, memoryview(out), len(data) - 4096, bytearray())
+                blockfile.read_into(fd, head, memoryview(out), len(data) - 4096, bytearray())
+            whole = bytearray(len(data))
+            with pytest.raises(BlockCorrupt):  # nor the block read whole (one-sum check)
+                blockfile.read_into(fd, head, memoryview(whole), 0, bytearray())
         finally:
             os.close(fd)
+
+
+def test_v1_block_files_still_read(tmp_path: Path) -> None:
+    """Block files written before the whole-block sum (CAS1) are read and checked by segment."""
+    data = os.urandom(50_000)
+    v2 = blockfile.encode_header(data)
+    sums = v2[16:]  # after magic, length and the whole-block sum
+    path = tmp_path / "blk"
+    path.write_bytes(b"CAS1" + v2[4:8] + sums + data)
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        head = blockfile.read_header(fd)
+        assert head.whole is None and head.length == len(data)
+        out = bytearray(len(data))
+        blockfile.read_into(fd, head, memoryview(out), 0, bytearray())
+        assert out == data and blockfile.read_all(fd) == data
+    finally:
+        os.close(fd)
+    raw = bytearray(path.read_bytes())
+    raw[-1] ^= 1
+    path.write_bytes(bytes(raw))
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        with pytest.raises(BlockCorrupt):
+            blockfile.read_all(fd)
+    finally:
+        os.close(fd)
 
 
 @pytest.mark.expect_warnings

@@ -60,8 +60,9 @@ class Store:
                     (self.blocks_dir / f"{a}{b}").mkdir(exist_ok=True)
         self.index = Index(home / "index.sqlite")
         # Open block files, most recent last: open+close per block read cost ~10 µs, a sixth
-        # of what a 1 MiB FUSE read may spend in casfs. See block_fd() for the rule of use.
-        self._fds: OrderedDict[bytes, int] = OrderedDict()
+        # of what a 1 MiB FUSE read may spend in casfs; the parsed header comes with each.
+        # See block_file() for the rule of use.
+        self._fds: OrderedDict[bytes, tuple[int, blockfile.Header]] = OrderedDict()
         self._tmp_seq = itertools.count(1)  # next() is atomic: put() may run in threads
         self._pending: list[tuple[bytes, int, str, bool]] = []
         self._clean_tmp()
@@ -79,7 +80,7 @@ class Store:
         if self._pending:
             self.sync()
         while self._fds:
-            os.close(self._fds.popitem()[1])
+            os.close(self._fds.popitem()[1][0])
         self.index.close()
 
     def _clean_tmp(self) -> None:
@@ -95,21 +96,27 @@ class Store:
     def has(self, cid: bytes) -> bool:
         return cidmod.multihash_of(cid) in self._fds or os.path.exists(self.path(cid))
 
-    def block_fd(self, cid: bytes) -> int:
-        """A cached read-only fd of the block file; raises BlockNotFound.
+    def block_file(self, cid: bytes) -> tuple[int, blockfile.Header]:
+        """A cached read-only fd of the block file and its parsed header; raises BlockNotFound
+        (or BlockCorrupt for a bad header).
 
-        Owned by the store: never close it, and use it before the next await — another task
-        may push it out of the cache (and close it) after that."""
+        Owned by the store: never close the fd, and use it before the next await — another
+        task may push it out of the cache (and close it) after that."""
         mh = cidmod.multihash_of(cid)
-        fd = self._fds.get(mh)
-        if fd is not None:
+        hit = self._fds.get(mh)
+        if hit is not None:
             self._fds.move_to_end(mh)
-            return fd
+            return hit
         fd = self.open_block(cid)
-        self._fds[mh] = fd
+        try:
+            hit = (fd, blockfile.read_header(fd))
+        except BaseException:
+            os.close(fd)
+            raise
+        self._fds[mh] = hit
         if len(self._fds) > FD_CACHE:
-            os.close(self._fds.popitem(last=False)[1])
-        return fd
+            os.close(self._fds.popitem(last=False)[1][0])
+        return hit
 
     def open_block(self, cid: bytes) -> int:
         """An fd for the block file; raises BlockNotFound."""
@@ -185,9 +192,9 @@ class Store:
 
     def drop_mh(self, mh: bytes, forget: bool = True) -> None:
         """Delete a block; forget=False leaves the index row to a batched forget_blocks()."""
-        fd = self._fds.pop(mh, None)
-        if fd is not None:
-            os.close(fd)
+        hit = self._fds.pop(mh, None)
+        if hit is not None:
+            os.close(hit[0])
         try:
             os.unlink(f"{self.blocks_dir}/{_relpath(mh)}")
         except FileNotFoundError:
