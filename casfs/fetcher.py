@@ -19,6 +19,8 @@ from casfs.errors import BlockCorrupt, BlockNotFound, CasfsError
 from casfs.store import Store
 
 log = logging.getLogger(__name__)
+# Verified block bytes: ranges hand out views of one buffer rather than copies.
+Data = bytes | memoryview
 THREAD_PUT = 64 << 10
 # Verified blocks waiting for their file write, served from memory meanwhile.
 WRITE_BEHIND_BYTES = 64 << 20
@@ -30,7 +32,7 @@ class Remote(Protocol):
     async def retrieve(self, cid: bytes, private: bool = False) -> tuple[bytes, str]: ...
 
     async def retrieve_range(self, root: bytes, offset: int, leaves: list[tuple[bytes, int]]
-                             ) -> tuple[list[bytes], str]: ...
+                             ) -> tuple[list[Data], str]: ...
 
     @property
     def supports_ranges(self) -> bool: ...
@@ -47,12 +49,12 @@ class BlockFetcher:
         # waiting for that ran peer transfers at ~60% speed. With a nursery, blocks fetched for
         # reads are written in the background and served from _unwritten until they are.
         self.nursery = nursery
-        self._unwritten: dict[bytes, bytes] = {}
+        self._unwritten: dict[bytes, Data] = {}
         self._unwritten_bytes = 0
         self._writers = trio.CapacityLimiter(2)
         # Verified blocks from outside, hot in memory: readers right behind a fetch (and DAG
         # nodes) get them without a file read.
-        self.memory: LRUCache[bytes, bytes] = LRUCache(maxsize=max(memory_bytes, 1),
+        self.memory: LRUCache[bytes, Data] = LRUCache(maxsize=max(memory_bytes, 1),
                                                        getsizeof=len)
         self.memory_hits = 0
         self.memory_misses = 0
@@ -68,7 +70,7 @@ class BlockFetcher:
     def has(self, cid: bytes) -> bool:
         return cid in self._unwritten or self.store.has(cid)
 
-    def cached(self, cid: bytes) -> bytes | None:
+    def cached(self, cid: bytes) -> Data | None:
         data = self.memory.get(cid) or self._unwritten.get(cid)
         if data is None:
             self.memory_misses += 1
@@ -76,11 +78,11 @@ class BlockFetcher:
             self.memory_hits += 1
         return data
 
-    def remember(self, cid: bytes, data: bytes) -> None:
+    def remember(self, cid: bytes, data: Data) -> None:
         if len(data) <= self.memory.maxsize // 4:
             self.memory[cid] = data
 
-    def local(self, cid: bytes) -> bytes | None:
+    def local(self, cid: bytes) -> Data | None:
         """The block from memory or the store; None if absent (or damaged, then dropped)."""
         inline = cidmod.identity_data(cid)
         if inline is not None:
@@ -96,7 +98,7 @@ class BlockFetcher:
             self.store.drop(cid)
             return None
 
-    async def get(self, cid: bytes) -> bytes:
+    async def get(self, cid: bytes) -> Data:
         data = self.local(cid)
         if data is not None:
             return data
@@ -167,7 +169,7 @@ class BlockFetcher:
                 del self._inflight[cid]
             event.set()
 
-    async def _keep(self, blocks: list[tuple[bytes, bytes]], source: str, private: bool,
+    async def _keep(self, blocks: list[tuple[bytes, Data]], source: str, private: bool,
                     behind: bool) -> None:
         """Write verified blocks to the store: small ones now, big ones in a worker thread
         (a file write would stall the loop) — awaited, or in the background when behind."""
@@ -185,11 +187,11 @@ class BlockFetcher:
             self._unwritten_bytes += len(data)
         self.nursery.start_soon(self._write_behind, big, source, private)
 
-    def _put_all(self, blocks: list[tuple[bytes, bytes]], source: str, private: bool) -> None:
+    def _put_all(self, blocks: list[tuple[bytes, Data]], source: str, private: bool) -> None:
         for cid, data in blocks:
             self.store.put(cid, data, source, private)
 
-    async def _write_behind(self, blocks: list[tuple[bytes, bytes]], source: str,
+    async def _write_behind(self, blocks: list[tuple[bytes, Data]], source: str,
                             private: bool) -> None:
         try:
             async with self._writers:

@@ -34,7 +34,7 @@ class ReadAhead:
     """
 
     def __init__(self, dag: Dag, fetcher: BlockFetcher, nursery: trio.Nursery, window: int,
-                 parallel: int = 4, range_bytes: int = 4 << 20) -> None:
+                 parallel: int = 2, range_bytes: int = 16 << 20) -> None:
         self.range_bytes = range_bytes
         self.dag = dag
         self.fetcher = fetcher

@@ -88,7 +88,7 @@ class ContentSource(ABC):
     supports_ranges = False
 
     async def retrieve_range(self, root: bytes, offset: int, leaves: list[tuple[bytes, int]],
-                             request: P2PContentRequest) -> list[bytes]:
+                             request: P2PContentRequest) -> list[bytes | memoryview]:
         """The contents of consecutive raw leaves [(cid, size), ...] starting at file offset
         `offset` of root, each verified against its CID; raises like retrieve()."""
         raise SourceUnavailable(f"{self.name} cannot send ranges")

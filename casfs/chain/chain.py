@@ -111,7 +111,7 @@ class DiscoveryChain:
         return any(s.supports_ranges for s in self.sources)
 
     async def retrieve_range(self, root: bytes, offset: int, leaves: list[tuple[bytes, int]]
-                             ) -> tuple[list[bytes], str]:
+                             ) -> tuple[list[bytes | memoryview], str]:
         """Leaf contents of a file range from the first range-capable source that has them.
 
         Only an optimisation for sequential reads: on any failure the caller fetches the

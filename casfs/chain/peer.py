@@ -156,7 +156,7 @@ class PeerSource(ContentSource):
     supports_ranges = True
 
     async def retrieve_range(self, root: bytes, offset: int, leaves: list[tuple[bytes, int]],
-                             request: P2PContentRequest) -> list[bytes]:
+                             request: P2PContentRequest) -> list[bytes | memoryview]:
         cids = [cid for cid, _ in leaves][:MAX_MANY]
         if len(cids) < len(leaves):
             raise SourceUnavailable(f"more than {MAX_MANY} blocks in one range")
