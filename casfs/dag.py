@@ -101,12 +101,16 @@ class Dag:
         if start >= end or not node.links:
             return
         i = bisect.bisect_right(entry.starts, start) - 1
-        while i < len(node.links) and start < end:
-            child_start = entry.starts[i]
-            child_end = child_start + node.blocksizes[i]
-            stop = min(end, child_end)
+        links, sizes, starts = node.links, node.blocksizes, entry.starts
+        while i < len(links) and start < end:
+            child_start = starts[i]
+            stop = min(end, child_start + sizes[i])
             if stop > start:
-                await self._walk(node.links[i].cid, start - child_start, stop - child_start, out)
+                child = links[i].cid
+                if cidmod.codec_of(child) == cidmod.RAW:  # a leaf: no call, no await
+                    out.append((child, start - child_start, stop - start))
+                else:
+                    await self._walk(child, start - child_start, stop - child_start, out)
             start = stop
             i += 1
 

@@ -20,6 +20,7 @@ is reported as MISS, not as a failure), 1 when something could not be measured.
 
     scripts/bench_local.py [--size 1GiB] [--runs 3] [--rss] [--keep-going]
     scripts/bench_local.py --passthrough-as-casfs   # harness self-test, ratios should be ~1
+    scripts/bench_local.py --pyfuse3-as-casfs       # the floor: a minimal pyfuse3 FS vs C
 """
 
 from __future__ import annotations
@@ -44,6 +45,7 @@ from benchlib import BenchError, GiB, Interrupted, MiB
 
 HERE = Path(__file__).resolve().parent
 PASSTHROUGH_C = HERE / "passthrough.c"
+PYFUSE3_PASSTHROUGH = HERE / "pyfuse3_passthrough.py"
 
 READ_AHEAD_KB = 1024
 RSS_FILE_SIZE = 4 * GiB
@@ -158,9 +160,11 @@ class Mount:
 class PassthroughSide:
     """The C baseline: one foreground process per mount, started and stopped here."""
 
-    def __init__(self, label: str, binary: Path, src: Path, logdir: Path) -> None:
+    def __init__(self, label: str, binary: Path, src: Path, logdir: Path,
+                 prefix: tuple[str, ...] = ()) -> None:
         self.label = label
         self.binary = binary
+        self.prefix = prefix  # e.g. the Python that runs a script
         self.src = src
         self.logdir = logdir
         self._mounts = 0
@@ -177,7 +181,7 @@ class PassthroughSide:
     def start(self, mnt: Path) -> Mount:
         self._mounts += 1
         log = self.logdir / f"{self.label}-{self._mounts}.log"
-        cmd = [str(self.binary), str(self.src), str(mnt), "-f"]
+        cmd = [*self.prefix, str(self.binary), str(self.src), str(mnt), "-f"]
         proc = benchlib.start_fuse_child(cmd, mnt, log, MOUNT_TIMEOUT_S)
         return Mount(mnt, proc.pid, proc=proc, log=log)
 
@@ -800,10 +804,15 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         action="store_true",
         help="harness self-test: a second passthrough stands in for casfs (ratio ~1)",
     )
+    p.add_argument(
+        "--pyfuse3-as-casfs",
+        action="store_true",
+        help="the pyfuse3 floor: a minimal pyfuse3 passthrough stands in for casfs",
+    )
     args = p.parse_args(argv)
     if args.runs < 1:
         p.error("--runs must be >= 1")
-    if not args.passthrough_as_casfs and not args.casfs:
+    if not (args.passthrough_as_casfs or args.pyfuse3_as_casfs) and not args.casfs:
         p.error("casfs executable not found; pass --casfs or --passthrough-as-casfs")
     return args
 
@@ -818,6 +827,10 @@ def setup(args: argparse.Namespace, scratch: Path, reg: MountRegistry) -> Bench:
     casfs: Side
     if args.passthrough_as_casfs:
         casfs = PassthroughSide("passthrough2", binary, scratch / "src2", logs)
+        adds = hardlink_into(files, scratch / "src2")
+    elif args.pyfuse3_as_casfs:
+        casfs = PassthroughSide("pyfuse3-min", PYFUSE3_PASSTHROUGH, scratch / "src2", logs,
+                                prefix=(sys.executable,))
         adds = hardlink_into(files, scratch / "src2")
     else:
         casfs = CasfsSide(args.casfs, scratch / "home", logs)
