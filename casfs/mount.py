@@ -9,6 +9,7 @@ from __future__ import annotations
 import errno
 import logging
 import os
+import resource
 import shutil
 import signal
 import subprocess
@@ -105,6 +106,18 @@ def set_read_ahead(mountpoint: Path, kb: int) -> None:
         log.info("could not set read_ahead_kb for %s: %s", mountpoint, exc.strerror)
 
 
+def _raise_fd_limit() -> None:
+    """Soft RLIMIT_NOFILE up to the hard limit (at most 65536): the store keeps block files
+    open across reads, and distributions often start daemons with a soft limit of 1024."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    want = 65536 if hard == resource.RLIM_INFINITY else min(hard, 65536)
+    if soft < want:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (want, hard))
+        except (ValueError, OSError) as exc:
+            log.debug("could not raise the fd limit: %s", exc)
+
+
 def fuse_options() -> set[str]:
     # No default_permissions: the kernel would answer writes with EACCES before asking us, and
     # a read-only content store should say EROFS. No "ro" either: setxattr must reach us (pins).
@@ -162,6 +175,7 @@ async def _when_serving(mountpoint: Path, read_ahead_kb: int, ready: Callable[[]
 async def serve(cfg: Config, mountpoint: Path, ready: Callable[[], None]) -> None:
     """Mount and serve until unmounted or signalled. Teardown runs in reverse order."""
     async with AsyncExitStack() as stack:
+        _raise_fd_limit()
         store = stack.enter_context(Store.open(cfg.home))
         services = await stack.enter_async_context(trio.open_nursery())
         stack.callback(services.cancel_scope.cancel)

@@ -50,9 +50,9 @@ class Tree:
         raise BlockNotFound(name)
 
     async def stat(self, cid: bytes) -> Stat:
-        if self.store.index.is_private(cid):
+        row = self.store.index.content(cid)  # one query: first stats of new names are hot
+        if row is not None and row.private:
             self.dag.fetcher.private.add(cid)
-        row = self.store.index.content(cid)
         if row is not None:
             return Stat(Kind(row.kind), row.size if row.kind != Kind.DIRECTORY else 0)
         st = await self.dag.stat(cid)

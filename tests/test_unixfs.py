@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import base64
 import hashlib
+import random
 
 import pytest
 
@@ -108,7 +110,23 @@ def test_parse_names() -> None:
         "bafybeihdwdcefgh4dqkjv67uzcmw7ojee6xedzdetojuzjevtenxquvyku"
     # base58btc CIDv1 of the same raw block
     assert cidmod.parse("zb2rhmy65F3REf8SZp7De11gxtECBGgUKaLdiDj7MCGCHxbDW") is not None
-    for bad in ["", "hello", "b" + "a" * 58, "Qm" + "x" * 44, v1[:-1], v1.upper()[1:], "x" * 300]:
+    for bad in ["", "hello", "b" + "a" * 58, "Qm" + "x" * 44, v1[:-1], v1.upper()[1:], "x" * 300,
+                v1[:-1] + "1", v1[:-1] + "8", v1[:-1] + "!",
+                v1[:-1] + "b"]:  # "b" sets padding bits
         assert cidmod.parse(bad) is None, bad
+
+
+def test_base32_decoder_matches_the_stdlib() -> None:
+    """cid._b32decode (translate + int, for speed) against base64's reference decoder."""
+    rng = random.Random(7)
+    for n in range(1, 70):
+        data = rng.randbytes(n)
+        text = base64.b32encode(data).decode().rstrip("=").lower()
+        assert cidmod._b32decode(text) == data
+    for _ in range(5000):
+        text = "".join(rng.choice("abcdefghijklmnopqrstuvwxyz234567019!") for _ in range(12))
+        got = cidmod._b32decode(text)
+        if got is not None:
+            assert got == base64.b32decode(text.upper() + "====")
     assert cidmod.parse_sha256("ab" * 32) == bytes.fromhex("ab" * 32)
     assert cidmod.parse_sha256("zz" * 32) is None

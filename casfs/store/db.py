@@ -75,6 +75,7 @@ class ContentRow:
     sha256: bytes | None
     is_root: bool
     added: float
+    private: bool = False
 
 
 class Index:
@@ -129,7 +130,7 @@ class Index:
 
     def content(self, cid: bytes) -> ContentRow | None:
         row = self.conn.execute(
-            "SELECT cid, kind, size, sha256, is_root, added FROM content WHERE cid = ?",
+            "SELECT cid, kind, size, sha256, is_root, added, private FROM content WHERE cid = ?",
             (cid,)).fetchone()
         return ContentRow(*row) if row else None
 

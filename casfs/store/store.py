@@ -13,6 +13,7 @@ import ctypes
 import itertools
 import logging
 import os
+import resource
 from collections import OrderedDict
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -26,7 +27,7 @@ from casfs.store.db import Index
 
 log = logging.getLogger(__name__)
 _libc = ctypes.CDLL(None, use_errno=True)
-FD_CACHE = 256
+FD_CACHE_MAX = 4096  # a 1 GiB file's blocks: random reads in it stop re-opening files
 _SHARD_CHARS = "abcdefghijklmnopqrstuvwxyz234567"  # base32, as in _relpath
 
 
@@ -63,6 +64,9 @@ class Store:
         # of what a 1 MiB FUSE read may spend in casfs; the parsed header comes with each.
         # See block_file() for the rule of use.
         self._fds: OrderedDict[bytes, tuple[int, blockfile.Header]] = OrderedDict()
+        # A quarter of the fd limit at most, so sockets, SQLite and imports have room.
+        self._fd_cache = max(16, min(FD_CACHE_MAX,
+                                     resource.getrlimit(resource.RLIMIT_NOFILE)[0] // 4))
         self._tmp_seq = itertools.count(1)  # next() is atomic: put() may run in threads
         self._pending: list[tuple[bytes, int, str, bool]] = []
         self._clean_tmp()
@@ -114,7 +118,7 @@ class Store:
             os.close(fd)
             raise
         self._fds[mh] = hit
-        if len(self._fds) > FD_CACHE:
+        if len(self._fds) > self._fd_cache:
             os.close(self._fds.popitem(last=False)[1][0])
         return hit
 
