@@ -37,6 +37,8 @@ class Config:
     deadline: float = 30.0
     # Blocks fetched ahead of a sequential reader.
     readahead_bytes: int = 32 << 20
+    # A small (random) read puts the rest of its 256 KiB blocks into the kernel's page cache.
+    push_blocks: bool = True
     # IPFS node RPC API (kubo's, e.g. /ip4/127.0.0.1/tcp/5001/http); empty: no IPFS link.
     ipfs_api: str = ""
     ipfs_timeout: float = 10.0
@@ -92,7 +94,7 @@ class Config:
 # TOML section.key -> Config field
 _KEYS = {
     "mount": {"read_ahead_kb": "read_ahead_kb", "max_tasks": "max_tasks",
-              "readahead_bytes": "readahead_bytes"},
+              "readahead_bytes": "readahead_bytes", "push_blocks": "push_blocks"},
     "cache": {"max_cached_nodes": "max_cached_nodes", "quota_bytes": "quota_bytes",
               "strategy": "cache_strategy", "memory_bytes": "memory_cache_bytes"},
     "pinning": {"auto_pin_trust_threshold": "auto_pin_trust_threshold",

@@ -168,7 +168,7 @@ class Operations(pyfuse3.Operations):
         node = self._inode(fh)
         size = min(size, node.size - off)
         async with translated(f"read {cidmod.to_str(node.cid)}@{off}", missing=errno.EIO):
-            return await self.reader.read(node.cid, off, size, node.size)
+            return await self.reader.read(node.cid, off, size, node.size, fh)
 
     async def release(self, fh: int) -> None:
         node = self.inodes.get(fh)

@@ -33,6 +33,7 @@ from casfs.cache.policy import POLICIES
 from casfs.config import Config
 from casfs.errors import QuietError
 from casfs.fs import Operations
+from casfs.pagecache import PagePusher
 from casfs.pinning import Pinner
 from casfs.pinpolicy import PinPolicy
 from casfs.services import (
@@ -208,6 +209,9 @@ async def serve(cfg: Config, mountpoint: Path, ready: Callable[[], None]) -> Non
             pyfuse3.close(unmount=not unmounted)
 
         stack.callback(close)
+        if cfg.push_blocks:
+            node.reader.pusher = PagePusher()
+            stack.callback(node.reader.pusher.close)  # runs before close(): LIFO
         cfg.pid_file.write_text(f"{os.getpid()}\n")
         stack.callback(lambda: cfg.pid_file.unlink(missing_ok=True))
         stack.callback(lambda: cfg.status_file.unlink(missing_ok=True))

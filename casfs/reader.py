@@ -18,12 +18,16 @@ from cachetools import LRUCache, TTLCache
 from casfs import cid as cidmod
 from casfs.cache.access import AccessModel
 from casfs.chain.classes import current_file
-from casfs.dag import Dag
+from casfs.dag import Dag, Span
 from casfs.errors import BlockCorrupt, BlockNotFound
-from casfs.fetcher import BlockFetcher
+from casfs.fetcher import BlockFetcher, Data
+from casfs.pagecache import PagePusher
 from casfs.store import blockfile
 
 BUFFER = 1 << 20
+# Reads up to this size (not the kernel's readahead, which asks for up to 1 MiB) get the rest
+# of their blocks pushed into the page cache.
+PUSH_BELOW = 64 << 10
 log = logging.getLogger(__name__)
 
 
@@ -125,9 +129,10 @@ class Reader:
         self.fetcher = fetcher
         self.store = fetcher.store
         self._buf = bytearray(BUFFER)
+        self.pusher: PagePusher | None = None  # set by the mount, which owns the FUSE session
         self._scratch = bytearray(blockfile.SEGMENT * 2)
 
-    async def read(self, cid: bytes, offset: int, size: int, filesize: int = 0
+    async def read(self, cid: bytes, offset: int, size: int, filesize: int = 0, inode: int = 0
                    ) -> memoryview | bytes:
         if size <= 0:
             return b""
@@ -165,7 +170,31 @@ class Reader:
                     self.store.drop(bcid)
                     raise
             pos += length
+        if self.pusher is not None and inode and size <= PUSH_BELOW:
+            self._push_blocks(inode, offset, spans, held, filesize)
         return view[:total]
+
+    def _push_blocks(self, inode: int, offset: int, spans: list[Span],
+                     held: list[Data | None], filesize: int) -> None:
+        """Hand the whole raw blocks under a small read to the kernel (see casfs.pagecache)."""
+        assert self.pusher is not None
+        pos = offset
+        for (bcid, start, length), data in zip(spans, held, strict=True):
+            block_at = pos - start  # raw leaves: block bytes are file bytes
+            pos += length
+            if cidmod.codec_of(bcid) != cidmod.RAW or cidmod.identity_data(bcid) is not None \
+                    or not self.pusher.wants(inode, block_at):
+                continue
+            if data is None:
+                try:
+                    fd, head = self.store.block_file(bcid)
+                    data = bytearray(head.length)
+                    blockfile.read_into(fd, head, memoryview(data), 0, self._scratch)
+                except (BlockNotFound, BlockCorrupt):
+                    continue  # the read itself was served; a pushed block is optional
+            if (start == 0 and length == len(data)) or block_at + len(data) > filesize:
+                continue  # the kernel asked for all of it already / would grow the file
+            self.pusher.push(inode, block_at, data)
 
     def _opens(self, bcid: bytes) -> bool:
         """Whether the block is in the store, by opening it into the store's fd cache (the

@@ -165,7 +165,8 @@ def write_status(node: Node, extra: dict[str, object] | None = None) -> None:
     f = node.fetcher
     cache = {"memory_bytes": f.memory.currsize, "memory_hits": f.memory_hits,
              "memory_misses": f.memory_misses,
-             "hit_rate": round(f.memory_hits / max(f.memory_hits + f.memory_misses, 1), 3)}
+             "hit_rate": round(f.memory_hits / max(f.memory_hits + f.memory_misses, 1), 3),
+             "page_cache_pushed": node.reader.pusher.pushed_bytes if node.reader.pusher else 0}
     facts = {"pid": os.getpid(), "sources": node.chain.stats(), "cache": cache,
              **(extra or {})}
     tmp = node.cfg.status_file.with_suffix(".tmp")

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import errno
 import hashlib
+import json
 import os
+import random
 import signal
 import subprocess
 import time
@@ -12,7 +14,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
-from conftest import Casfs, Mount, alive, is_mounted, random_file
+from conftest import Casfs, Mount, alive, is_mounted, random_file, wait_for
 
 pytestmark = pytest.mark.mount
 CHUNK = 262144
@@ -94,6 +96,29 @@ def test_many_readers_at_once(casfs: Casfs, mount: Mount, tmp_path: Path) -> Non
 
     with ThreadPoolExecutor(8) as pool:
         assert set(pool.map(read, range(8))) == {want}
+
+
+def test_small_reads_push_whole_blocks_into_the_page_cache(casfs: Casfs, mount: Mount,
+                                                          tmp_path: Path) -> None:
+    """Random 4 KiB reads: the rest of each block goes to the kernel; every byte still right."""
+    f = random_file(tmp_path / "f", 6 * CHUNK + 999, seed=12)
+    (cid,) = casfs.add(f)
+    want = f.read_bytes()
+    rng = random.Random(5)
+    fd = os.open(mount.path / cid, os.O_RDONLY)
+    try:
+        for _ in range(300):  # later reads are served from pushed pages: compare them all
+            off = rng.randrange(len(want))
+            assert os.pread(fd, 4096, off) == want[off : off + 4096], off
+    finally:
+        os.close(fd)
+    assert sh("cmp", f, mount.path / cid).returncode == 0
+
+    def pushed() -> int:
+        status = json.loads(casfs.run("status", "--json").stdout)
+        return int(status["cache"]["page_cache_pushed"])
+
+    assert wait_for(lambda: pushed() >= CHUNK)  # status.json is rewritten every second
 
 
 def test_bad_names_and_writes(casfs: Casfs, mount: Mount, data: Path) -> None:
