@@ -120,12 +120,14 @@ class BlockFetcher:
         failed = self._failed.get(cid)
         if failed is not None:
             raise failed
-        event = self._inflight.get(cid)
-        if event is not None:
+        while (event := self._inflight.get(cid)) is not None:
             await event.wait()
             if self.has(cid):
                 return
-            raise self._failed.get(cid) or BlockNotFound(cidmod.to_str(cid))
+            failed = self._failed.get(cid)
+            if failed is not None:
+                raise failed
+            # A range fetch that failed does not mark its blocks failed: fetch it ourselves.
         event = self._inflight[cid] = trio.Event()
         try:
             # Verified by the chain (DiscoveryChain.retrieve checks every block against its
