@@ -70,8 +70,12 @@ class BlockFetcher:
     def has(self, cid: bytes) -> bool:
         return cid in self._unwritten or self.store.has(cid)
 
+    def _in_memory(self, cid: bytes) -> Data | None:
+        data = self.memory.get(cid)
+        return self._unwritten.get(cid) if data is None else data
+
     def cached(self, cid: bytes) -> Data | None:
-        data = self.memory.get(cid) or self._unwritten.get(cid)
+        data = self._in_memory(cid)
         if data is None:
             self.memory_misses += 1
         else:
@@ -87,7 +91,7 @@ class BlockFetcher:
         inline = cidmod.identity_data(cid)
         if inline is not None:
             return inline
-        data = self.memory.get(cid) or self._unwritten.get(cid)
+        data = self._in_memory(cid)
         if data is not None:
             return data
         try:

@@ -144,7 +144,7 @@ class Reader:
             self.access.on_read(cid, offset, size, [cidmod.multihash_of(b) for b, _, _ in spans])
         # One pass: bytes already in hand (identity CIDs, the memory cache) are kept by
         # reference, so a cache eviction during the fetches below cannot take them away.
-        held = [cidmod.identity_data(bcid) or self.fetcher.cached(bcid) for bcid, _, _ in spans]
+        held = [self._in_hand(bcid) for bcid, _, _ in spans]
         missing = [i for i, ((bcid, _, _), data) in enumerate(zip(spans, held, strict=True))
                    if data is None and not self._opens(bcid)]
         if missing:
@@ -195,6 +195,10 @@ class Reader:
             if (start == 0 and length == len(data)) or block_at + len(data) > filesize:
                 continue  # the kernel asked for all of it already / would grow the file
             self.pusher.push(inode, block_at, data)
+
+    def _in_hand(self, bcid: bytes) -> Data | None:
+        inline = cidmod.identity_data(bcid)  # (may be b"": test against None, not truth)
+        return self.fetcher.cached(bcid) if inline is None else inline
 
     def _opens(self, bcid: bytes) -> bool:
         """Whether the block is in the store, by opening it into the store's fd cache (the
