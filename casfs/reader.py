@@ -28,6 +28,7 @@ BUFFER = 1 << 20
 # Reads up to this size (not the kernel's readahead, which asks for up to 1 MiB) get the rest
 # of their blocks pushed into the page cache.
 PUSH_BELOW = 64 << 10
+BlockFile = tuple[int, blockfile.Header]  # an fd from the store's cache and the block file's header
 log = logging.getLogger(__name__)
 
 
@@ -145,25 +146,27 @@ class Reader:
         # One pass: bytes already in hand (identity CIDs, the memory cache) are kept by
         # reference, so a cache eviction during the fetches below cannot take them away.
         held = [self._in_hand(bcid) for bcid, _, _ in spans]
-        missing = [i for i, ((bcid, _, _), data) in enumerate(zip(spans, held, strict=True))
-                   if data is None and not self._opens(bcid)]
+        files = self._files(spans, held)
+        missing = [i for i, (data, file) in enumerate(zip(held, files, strict=True))
+                   if data is None and file is None]
         if missing:
             async with trio.open_nursery() as nursery:
                 for i in missing:
                     nursery.start_soon(self.fetcher.ensure_local, spans[i][0], True)
             for i in missing:  # fetched blocks may still be on their way to disk
                 held[i] = self.fetcher.cached(spans[i][0])
+            files = self._files(spans, held)  # the awaits may have closed cached fds
         # From here on no await: the cached fds and the shared buffer stay ours.
         total = sum(length for _, _, length in spans)
         buf = self._buf if total <= len(self._buf) else bytearray(total)
         view = memoryview(buf)
         pos = 0
-        for (bcid, start, length), data in zip(spans, held, strict=True):
+        for (bcid, start, length), data, file in zip(spans, held, files, strict=True):
             if data is not None:
                 view[pos : pos + length] = data[start : start + length]
             else:
+                fd, head = file or self.store.block_file(bcid)  # raises if still missing
                 try:
-                    fd, head = self.store.block_file(bcid)
                     blockfile.read_into(fd, head, view[pos : pos + length], start, self._scratch)
                 except BlockCorrupt:
                     # Never serve it; drop it so the next read fetches a good copy.
@@ -171,43 +174,50 @@ class Reader:
                     raise
             pos += length
         if self.pusher is not None and inode and size <= PUSH_BELOW:
-            self._push_blocks(inode, offset, spans, held, filesize)
+            self._push_blocks(inode, offset, spans, held, files, filesize)
         return view[:total]
 
     def _push_blocks(self, inode: int, offset: int, spans: list[Span],
-                     held: list[Data | None], filesize: int) -> None:
+                     held: list[Data | None], files: list[BlockFile | None],
+                     filesize: int) -> None:
         """Hand the whole raw blocks under a small read to the kernel (see casfs.pagecache)."""
         assert self.pusher is not None
         pos = offset
-        for (bcid, start, length), data in zip(spans, held, strict=True):
+        for (bcid, start, length), data, file in zip(spans, held, files, strict=True):
             block_at = pos - start  # raw leaves: block bytes are file bytes
             pos += length
-            if cidmod.codec_of(bcid) != cidmod.RAW or cidmod.identity_data(bcid) is not None \
+            size = len(data) if data is not None else file[1].length if file else 0
+            if not size or (start == 0 and length == size) or block_at + size > filesize \
+                    or cidmod.codec_of(bcid) != cidmod.RAW \
+                    or cidmod.identity_data(bcid) is not None \
                     or not self.pusher.wants(inode, block_at):
-                continue
+                continue  # all of it asked for already / would grow the file / not file bytes
             if data is None:
+                assert file is not None
+                data = bytearray(size)
                 try:
-                    fd, head = self.store.block_file(bcid)
-                    data = bytearray(head.length)
-                    blockfile.read_into(fd, head, memoryview(data), 0, self._scratch)
-                except (BlockNotFound, BlockCorrupt):
+                    blockfile.read_into(file[0], file[1], memoryview(data), 0, self._scratch)
+                except BlockCorrupt:
                     continue  # the read itself was served; a pushed block is optional
-            if (start == 0 and length == len(data)) or block_at + len(data) > filesize:
-                continue  # the kernel asked for all of it already / would grow the file
             self.pusher.push(inode, block_at, data)
 
     def _in_hand(self, bcid: bytes) -> Data | None:
         inline = cidmod.identity_data(bcid)  # (may be b"": test against None, not truth)
         return self.fetcher.cached(bcid) if inline is None else inline
 
-    def _opens(self, bcid: bytes) -> bool:
-        """Whether the block is in the store, by opening it into the store's fd cache (the
-        read below needs it open anyway; a stat first would cost a second path lookup)."""
-        try:
-            self.store.block_file(bcid)
-        except BlockNotFound:
-            return False
-        except BlockCorrupt:
-            self.store.drop(bcid)  # a damaged header: fetch a good copy
-            return False
-        return True
+    def _files(self, spans: list[Span], held: list[Data | None]) -> list[BlockFile | None]:
+        """Open block files (into the store's fd cache) for the spans not in hand; None where
+        the block is not here. Opening is the presence test: a stat first would cost a second
+        path lookup."""
+        files: list[BlockFile | None] = []
+        for (bcid, _, _), data in zip(spans, held, strict=True):
+            file = None
+            if data is None:
+                try:
+                    file = self.store.block_file(bcid)
+                except BlockNotFound:
+                    pass
+                except BlockCorrupt:
+                    self.store.drop(bcid)  # a damaged header: fetch a good copy
+            files.append(file)
+        return files
