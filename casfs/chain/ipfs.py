@@ -70,6 +70,8 @@ class IPFSNodeSource(ContentSource):
         pos = 0
         for cid, size in leaves:
             # Leaves stay views of the one range buffer: a copy each cost as much as the hash.
+            # (The memory cache takes a range's leaves together and lets them go together,
+            # so a buffer is not kept alive by one leaf for long.)
             piece = view[pos : pos + size]
             if not cidmod.verify(cid, piece):
                 raise BlockCorrupt(f"{self.name}: leaf {cidmod.to_str(cid)} of {root} is wrong")

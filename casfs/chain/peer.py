@@ -157,9 +157,9 @@ class PeerSource(ContentSource):
 
     async def retrieve_range(self, root: bytes, offset: int, leaves: list[tuple[bytes, int]],
                              request: P2PContentRequest) -> list[bytes | memoryview]:
-        cids = [cid for cid, _ in leaves][:MAX_MANY]
-        if len(cids) < len(leaves):
+        if len(leaves) > MAX_MANY:
             raise SourceUnavailable(f"more than {MAX_MANY} blocks in one range")
+        cids = [cid for cid, _ in leaves]
         mhs = [cidmod.multihash_of(cid) for cid in cids]
         peers = [p for p in self.node.peers.values()
                  if p.trust >= self.min_trust and not any(c in p.lied_about for c in cids)
